@@ -28,46 +28,46 @@ SIDE: Final = pl.Enum(["bid", "ask"])
 KLINES: Final = pl.Schema(
     {
         "timestamp": TIMESTAMP,
-        "open": pl.Float64,
-        "high": pl.Float64,
-        "low": pl.Float64,
-        "close": pl.Float64,
-        "volume": pl.Float64,
+        "open": pl.Float64(),
+        "high": pl.Float64(),
+        "low": pl.Float64(),
+        "close": pl.Float64(),
+        "volume": pl.Float64(),
     }
 )
 
 ORDER_BOOK: Final = pl.Schema(
     {
         "timestamp": TIMESTAMP,
-        "update_id": pl.Int64,
+        "update_id": pl.Int64(),
         "side": SIDE,
-        "level": pl.Int32,
-        "price": pl.Float64,
-        "quantity": pl.Float64,
+        "level": pl.Int32(),
+        "price": pl.Float64(),
+        "quantity": pl.Float64(),
     }
 )
 
 TICKER: Final = pl.Schema(
     {
         "timestamp": TIMESTAMP,
-        "event_id": pl.Int64,
-        "best_bid": pl.Float64,
-        "bid_qty": pl.Float64,
-        "best_ask": pl.Float64,
-        "ask_qty": pl.Float64,
-        "last_price": pl.Float64,
-        "last_qty": pl.Float64,
-        "volume_24h": pl.Float64,
-        "quote_volume_24h": pl.Float64,
+        "event_id": pl.Int64(),
+        "best_bid": pl.Float64(),
+        "bid_qty": pl.Float64(),
+        "best_ask": pl.Float64(),
+        "ask_qty": pl.Float64(),
+        "last_price": pl.Float64(),
+        "last_qty": pl.Float64(),
+        "volume_24h": pl.Float64(),
+        "quote_volume_24h": pl.Float64(),
     }
 )
 
 BOOK: Final = pl.Schema(
     {
         "side": SIDE,
-        "price": pl.Float64,
-        "quantity": pl.Float64,
-        "update_id": pl.Int64,
+        "price": pl.Float64(),
+        "quantity": pl.Float64(),
+        "update_id": pl.Int64(),
     }
 )
 """The local L2 book (beyond the original): bids best first, then asks best first."""
