@@ -1,0 +1,272 @@
+"""The `hbar-data` command line (also `python -m pipeline`).
+
+    hbar-data [-v | --debug] replay [CAPTURE ...] [--speed FACTOR] [--dump DIR]
+                                    [--buffer-size BUFFER=N ...]
+    hbar-data fake-exchange [--port P] [--capture FILE] ...   (pipeline.fake_exchange)
+    hbar-data run | demo                                      (not available yet)
+
+Exit status: 0 when the run completed (bad messages included: they are counted
+in the summary on standard error), 2 for what the user must fix (a capture that
+cannot be opened or decompressed, a bad option), 130 when interrupted.
+Each subcommand is one `Command` in `COMMANDS`; a module that implements one
+replaces its entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from pipeline.config import FeedConfig, parse_buffer_sizes
+from pipeline.errors import PipelineError, UsageError
+from sinks.schemas import DEFAULT_CAPACITY
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from pipeline.feed import Feed
+
+__all__ = ["COMMANDS", "Command", "build_parser", "frames_summary", "main", "sample_capture"]
+
+log = logging.getLogger("pipeline.cli")
+
+PROG: Final = "hbar-data"
+SAMPLE: Final = "sample_hbarusdt.jsonl.gz"
+EXIT_OK: Final = 0
+EXIT_USAGE: Final = 2
+EXIT_INTERRUPTED: Final = 130
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: how to declare its options, and what it runs (returns the exit status)."""
+
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    any_arguments: bool = False
+    """Accept arguments it does not declare (for placeholders)."""
+    lazy: bool = False
+    """Declare its options only when the command line names it (costly imports)."""
+
+
+def sample_capture() -> Path:
+    """The bundled synthetic HBARUSDT capture (a few minutes of the live mix, with faults)."""
+    return Path(str(resources.files("pipeline") / "data" / SAMPLE))
+
+
+# ---------------------------------------------------------------------- replay
+def _configure_replay(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "captures",
+        nargs="*",
+        metavar="CAPTURE",
+        type=Path,
+        help="JSON Lines (.jsonl, .gz, .zst) or cryptofeed recordings, merged by receive "
+        f"time; default: the bundled sample ({SAMPLE})",
+    )
+    parser.add_argument(
+        "--speed",
+        type=_speed,
+        metavar="FACTOR",
+        help="keep the recorded pace, FACTOR times as fast (default: as fast as possible)",
+    )
+    _add_dump(parser)
+    parser.add_argument(
+        "--buffer-size",
+        action="append",
+        default=[],
+        metavar="BUFFER=N",
+        help="rows a buffer keeps, e.g. klines_1m=120 (buffers: "
+        + ", ".join(f"{k} {v}" for k, v in DEFAULT_CAPACITY.items())
+        + ")",
+    )
+
+
+def _add_dump(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dump",
+        type=Path,
+        metavar="DIR",
+        help="when the run ends, write each buffer's frame to DIR/<SYMBOL>/<buffer>.parquet",
+    )
+
+
+def _speed(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive factor (1 = recorded pace)")
+    return value
+
+
+def _run_replay(args: argparse.Namespace) -> int:
+    from pipeline.capture import LineCounts
+    from pipeline.clock import ReplayScheduler
+    from pipeline.feed import Feed
+    from pipeline.replay import replay
+    from pipeline.stats import RunStats
+
+    config = FeedConfig(capacities=parse_buffer_sizes(args.buffer_size))
+    captures = args.captures or [sample_capture()]
+    if not args.captures:
+        print(f"{PROG}: no capture given, replaying the bundled sample {captures[0]}",
+              file=sys.stderr)  # fmt: skip
+    feed = Feed(config, ReplayScheduler(), RunStats(lines=LineCounts()))
+    status = EXIT_OK
+    try:
+        replay(captures, speed=args.speed, feed=feed)
+    except KeyboardInterrupt:
+        # Ctrl-C during a paced replay: say what was folded so far, dump it too.
+        print(f"{PROG}: interrupted after {feed.stats.messages} messages", file=sys.stderr)
+        status = EXIT_INTERRUPTED
+    print(feed.stats.render(), file=sys.stderr)
+    print(frames_summary(feed), file=sys.stderr)
+    if args.dump is not None:
+        _dump(feed.snapshot(), args.dump)
+    return status
+
+
+def frames_summary(feed: Feed) -> str:
+    """One line per symbol: rows kept / capacity of each buffer."""
+    lines = []
+    for symbol in feed.symbols:
+        sizes = ", ".join(
+            f"{buffer} {len(frame)}/{frame.capacity}"
+            for buffer, frame in feed.frames(symbol).items()
+        )
+        lines.append(f"frames {symbol}: {sizes}")
+    return "\n".join(lines) or "frames: no symbol seen"
+
+
+def _dump(frames: Mapping[str, Mapping[str, pl.DataFrame]], directory: Path) -> None:
+    from sinks.dump import dump_frames
+
+    try:
+        paths = dump_frames(frames, directory)
+    except OSError as exc:
+        raise UsageError(f"cannot write the dump to {str(directory)!r}: {exc}") from exc
+    print(f"dumped {len(paths)} frames to {directory}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------- not yet
+def _not_yet(name: str) -> Command:
+    def run(args: argparse.Namespace) -> int:
+        print(f"{PROG} {name}: not available yet in this version; "
+              f"try '{PROG} replay' (the bundled sample capture)", file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+
+    def configure(parser: argparse.ArgumentParser) -> None:
+        pass
+
+    # Any arguments are accepted, so the message above is what the user sees.
+    return Command(f"{name} (not available yet)", configure, run, any_arguments=True)
+
+
+# ---------------------------------------------------------------------- fake-exchange
+def _configure_fake_exchange(parser: argparse.ArgumentParser) -> None:
+    from pipeline.fake_exchange import add_fake_exchange_arguments
+
+    add_fake_exchange_arguments(parser)
+
+
+def _run_fake_exchange(args: argparse.Namespace) -> int:
+    from pipeline.fake_exchange import run_fake_exchange
+
+    return run_fake_exchange(args)
+
+
+COMMANDS: dict[str, Command] = {
+    "run": _not_yet("run"),
+    "replay": Command(
+        "replay captures through the pipeline and print a summary", _configure_replay, _run_replay
+    ),
+    "fake-exchange": Command(
+        "a local server speaking the Binance.US REST and WebSocket protocol",
+        _configure_fake_exchange,
+        _run_fake_exchange,
+        lazy=True,
+    ),
+    "demo": _not_yet("demo"),
+}
+
+
+# ---------------------------------------------------------------------- main
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad option raises `UsageError` instead of exiting (so `main` returns 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        command = self.prog.removeprefix(PROG).strip()
+        raise UsageError(f"{command}: {message}" if command else message)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser of `hbar-data` and its subcommands.
+
+    A `lazy` command's options are declared only if `argv` names it (or `argv` is
+    None), so `hbar-data replay` does not import the fake exchange's server.
+    """
+    parser = _Parser(prog=PROG, description="Binance market data in fixed-size Polars frames.")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log more: -v for information, -vv for debug (every buffer update)",
+    )
+    parser.add_argument("--debug", action="store_true", help="same as -vv")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, command in COMMANDS.items():
+        subparser = sub.add_parser(name, help=command.help, description=command.help)
+        if not command.lazy or argv is None or name in argv:
+            command.configure(subparser)
+    return parser
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is at the time (tests swap it)."""
+
+    @property
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: object) -> None:
+        pass
+
+
+def _configure_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
+        root.removeHandler(handler)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra and not (args.command and COMMANDS[args.command].any_arguments):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
+        _configure_logging(2 if args.debug else args.verbose)
+        return COMMANDS[args.command].run(args)
+    except PipelineError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
