@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo replay test lint bench clean
+.PHONY: demo fake-exchange test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,13 +14,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# The main job, offline: the live pipeline against the bundled fake exchange
-# while that exists, otherwise a replay of the bundled sample capture.
+# The main job, offline: until the live run lands, the whole pipeline over the
+# bundled sample capture, with its summary, and the final frames dumped.
 demo: $(STAMP)
-	$(BIN)/hbar-data demo
-
-replay: $(STAMP)
 	$(BIN)/hbar-data replay pipeline/data/sample_hbarusdt.jsonl.gz --dump out/sample
+
+# The fake exchange on :8080, for trying clients against it.
+fake-exchange: $(STAMP)
+	$(BIN)/hbar-data fake-exchange --port 8080
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
