@@ -3,7 +3,9 @@
     hbar-data [-v | --debug] replay [CAPTURE ...] [--speed FACTOR] [--dump DIR]
                                     [--buffer-size BUFFER=N ...]
     hbar-data fake-exchange [--port P] [--capture FILE] ...   (pipeline.fake_exchange)
-    hbar-data run | demo                                      (not available yet)
+    hbar-data run [--symbol S ...] [--venue V] [--rest-url URL] [--ws-url URL]
+                  [--duration SECONDS] [--dump DIR] [--buffer-size BUFFER=N ...]
+    hbar-data demo [--duration SECONDS] [--dump DIR]          (fake exchange + run)
 
 Exit status: 0 when the run completed (bad messages included: they are counted
 in the summary on standard error), 2 for what the user must fix (a capture that
@@ -15,9 +17,11 @@ replaces its entry.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -31,6 +35,7 @@ if TYPE_CHECKING:
     import polars as pl
 
     from pipeline.feed import Feed
+    from pipeline.live import LiveRun
 
 __all__ = ["COMMANDS", "Command", "build_parser", "frames_summary", "main", "sample_capture"]
 
@@ -158,17 +163,166 @@ def _dump(frames: Mapping[str, Mapping[str, pl.DataFrame]], directory: Path) -> 
 
 
 # ---------------------------------------------------------------------- not yet
-def _not_yet(name: str) -> Command:
-    def run(args: argparse.Namespace) -> int:
-        print(f"{PROG} {name}: not available yet in this version; "
-              f"try '{PROG} replay' (the bundled sample capture)", file=sys.stderr)  # fmt: skip
-        return EXIT_USAGE
+# ---------------------------------------------------------------------- run, demo
+# `--duration` counts from the start of the process; this module loads at startup.
+_PROCESS_START: Final = time.monotonic()
+DEMO_SPEED: Final = 20.0
+"""Market seconds per wall second in `demo`, so candles close while it runs."""
 
-    def configure(parser: argparse.ArgumentParser) -> None:
-        pass
 
-    # Any arguments are accepted, so the message above is what the user sees.
-    return Command(f"{name} (not available yet)", configure, run, any_arguments=True)
+def _configure_run(parser: argparse.ArgumentParser) -> None:
+    from pipeline.venues import VENUES
+
+    parser.add_argument(
+        "--symbol",
+        action="append",
+        default=[],
+        metavar="S",
+        help="a symbol to follow, e.g. HBARUSDT (repeat for more; default HBARUSDT)",
+    )
+    parser.add_argument(
+        "--venue", default="binanceus", choices=list(VENUES), help="default binanceus"
+    )
+    parser.add_argument("--rest-url", metavar="URL", help="REST base URL (default: the venue's)")
+    parser.add_argument("--ws-url", metavar="URL", help="WebSocket base URL (default: the venue's)")
+    _add_duration(parser, None)
+    parser.add_argument("--store", metavar="DIR", help="(not available yet)")
+    parser.add_argument("--capture", metavar="FILE", help="(not available yet)")
+    _add_dump(parser)
+    _add_buffer_size(parser)
+
+
+def _add_duration(parser: argparse.ArgumentParser, default: float | None) -> None:
+    parser.add_argument(
+        "--duration",
+        type=_duration,
+        default=default,
+        metavar="SECONDS",
+        help="stop this many seconds after the process started"
+        + (f" (default {default:g})" if default is not None else " (default: until Ctrl-C)"),
+    )
+
+
+def _add_buffer_size(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--buffer-size",
+        action="append",
+        default=[],
+        metavar="BUFFER=N",
+        help="rows a buffer keeps, e.g. klines_1m=120",
+    )
+
+
+def _duration(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+    return value
+
+
+def _run_run(args: argparse.Namespace) -> int:
+    from pipeline.live import LiveRun
+    from pipeline.venues import get_venue
+
+    for option in ("store", "capture"):
+        if getattr(args, option) is not None:
+            raise UsageError(f"run: --{option} is not available yet in this version")
+    config = FeedConfig(capacities=parse_buffer_sizes(args.buffer_size))
+    venue = get_venue(args.venue)
+
+    @contextlib.asynccontextmanager
+    async def setup() -> AsyncIterator[LiveRun]:
+        yield LiveRun(
+            args.symbol or ["HBARUSDT"],
+            venue=venue,
+            rest_url=args.rest_url,
+            ws_url=args.ws_url,
+            config=config,
+            deadline=_deadline(args.duration),
+        )
+
+    return _live(setup, args.dump)
+
+
+def _deadline(duration: float | None) -> float | None:
+    return None if duration is None else _PROCESS_START + duration
+
+
+def _live(
+    setup: Callable[[], contextlib.AbstractAsyncContextManager[LiveRun]], dump: Path | None
+) -> int:
+    """Run the job `setup` yields until its deadline or a signal; summary to stderr, then dump."""
+    import asyncio
+    import signal
+
+    signals: list[int] = []
+    holder: list[LiveRun] = []
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        async with setup() as live:
+            holder.append(live)
+
+            def on_signal(signum: int) -> None:
+                signals.append(signum)
+                live.stop()
+
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, on_signal, signum)
+            try:
+                await live.run()
+            finally:
+                for signum in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(signum)
+
+    try:
+        asyncio.run(go())
+    finally:
+        # What was folded before a failure is still worth the summary; a run that
+        # failed before its preload (an unknown symbol) has nothing to say but the error.
+        if holder and holder[0].ready.is_set():
+            live = holder[0]
+            print(live.summary(), file=sys.stderr)
+            if live.feed is not None:
+                print(frames_summary(live.feed), file=sys.stderr)
+    live = holder[0]
+    if dump is not None and live.feed is not None:
+        _dump(live.feed.snapshot(), dump)
+    return EXIT_INTERRUPTED if signal.SIGINT in signals else EXIT_OK
+
+
+def _configure_demo(parser: argparse.ArgumentParser) -> None:
+    _add_duration(parser, 20.0)
+    _add_dump(parser)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from pipeline.fake_exchange import Clock, FakeExchange, SyntheticMarket
+    from pipeline.live import LiveRun
+
+    @contextlib.asynccontextmanager
+    async def setup() -> AsyncIterator[LiveRun]:
+        market = SyntheticMarket(["HBARUSDT"], clock=Clock(speed=DEMO_SPEED))
+        exchange = FakeExchange(market)
+        rest_url, ws_url = await exchange.start()
+        print(f"{PROG} demo: fake exchange at {rest_url} (market clock x{DEMO_SPEED:g}), "
+              f"running for {args.duration:g} s", file=sys.stderr)  # fmt: skip
+        try:
+            yield LiveRun(
+                ["HBARUSDT"],
+                rest_url=rest_url,
+                ws_url=ws_url,
+                deadline=_deadline(args.duration),
+                # Receive times on the market's clock, so REST finality holds at any speed.
+                clock_ns=lambda: market.clock.now_ms() * 1_000_000,
+            )
+        finally:
+            await exchange.stop()
+
+    return _live(setup, args.dump)
 
 
 # ---------------------------------------------------------------------- fake-exchange
@@ -185,7 +339,11 @@ def _run_fake_exchange(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Command] = {
-    "run": _not_yet("run"),
+    "run": Command(
+        "the main job: preload, subscribe, poll, keep the frames live until stopped",
+        _configure_run,
+        _run_run,
+    ),
     "replay": Command(
         "replay captures through the pipeline and print a summary", _configure_replay, _run_replay
     ),
@@ -195,7 +353,11 @@ COMMANDS: dict[str, Command] = {
         _run_fake_exchange,
         lazy=True,
     ),
-    "demo": _not_yet("demo"),
+    "demo": Command(
+        "the main job offline: a fake exchange in-process and run against it",
+        _configure_demo,
+        _run_demo,
+    ),
 }
 
 

@@ -105,12 +105,6 @@ def test_what_the_user_must_fix_exits_2_with_one_line(
     assert message in err[0]
 
 
-@pytest.mark.parametrize("command", ["run", "demo"])
-def test_commands_not_there_yet_say_so(command: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([command, "--symbol", "HBARUSDT"]) == 2
-    assert "not available yet" in capsys.readouterr().err
-
-
 def test_fake_exchange_is_mounted(capsys: pytest.CaptureFixture[str]) -> None:
     # A bad option is refused before any server starts.
     assert main(["fake-exchange", "--port", "99999"]) == 2
