@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo fake-exchange test lint bench clean
+.PHONY: demo replay fake-exchange test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,9 +14,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# The main job, offline: until the live run lands, the whole pipeline over the
-# bundled sample capture, with its summary, and the final frames dumped.
+# The main job, offline: the live run against an in-process fake exchange.
 demo: $(STAMP)
+	$(BIN)/hbar-data demo --dump out/demo
+
+# The same pipeline over the bundled sample capture (with faults in it).
+replay: $(STAMP)
 	$(BIN)/hbar-data replay pipeline/data/sample_hbarusdt.jsonl.gz --dump out/sample
 
 # The fake exchange on :8080, for trying clients against it.
