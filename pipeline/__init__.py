@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pipeline.capture import read_capture
     from pipeline.config import FeedConfig
+    from pipeline.datamanager import DataManager
     from pipeline.errors import CaptureError, PipelineError, UsageError
     from pipeline.feed import Feed
     from pipeline.replay import replay
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CaptureError",
+    "DataManager",
     "Feed",
     "FeedConfig",
     "PipelineError",
@@ -38,6 +40,7 @@ _HOME = {
     "CaptureError": "pipeline.errors",
     "PipelineError": "pipeline.errors",
     "UsageError": "pipeline.errors",
+    "DataManager": "pipeline.datamanager",
     "Feed": "pipeline.feed",
     "FeedConfig": "pipeline.config",
     "RestClient": "pipeline.rest",
