@@ -5,7 +5,9 @@
     hbar-data fake-exchange [--port P] [--capture FILE] ...   (pipeline.fake_exchange)
     hbar-data run [--symbol S ...] [--venue V] [--rest-url URL] [--ws-url URL]
                   [--duration SECONDS] [--dump DIR] [--buffer-size BUFFER=N ...]
-    hbar-data demo [--duration SECONDS] [--dump DIR]          (fake exchange + run)
+                  [--capture FILE [--capture-rotate-mb N]] [--store DIR [--store-books]]
+    hbar-data demo [--duration SECONDS] [--dump DIR] [--capture ...] [--store ...]
+                                                              (fake exchange + run)
 
 Exit status: 0 when the run completed (bad messages included: they are counted
 in the summary on standard error), 2 for what the user must fix (a capture that
@@ -36,6 +38,8 @@ if TYPE_CHECKING:
 
     from pipeline.feed import Feed
     from pipeline.live import LiveRun
+    from sinks.capture_writer import CaptureWriter
+    from sinks.store import ParquetStore
 
 __all__ = ["COMMANDS", "Command", "build_parser", "frames_summary", "main", "sample_capture"]
 
@@ -186,10 +190,69 @@ def _configure_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rest-url", metavar="URL", help="REST base URL (default: the venue's)")
     parser.add_argument("--ws-url", metavar="URL", help="WebSocket base URL (default: the venue's)")
     _add_duration(parser, None)
-    parser.add_argument("--store", metavar="DIR", help="(not available yet)")
-    parser.add_argument("--capture", metavar="FILE", help="(not available yet)")
+    _add_persistence(parser)
     _add_dump(parser)
     _add_buffer_size(parser)
+
+
+def _add_persistence(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--capture",
+        type=Path,
+        metavar="FILE",
+        help="record every REST response and WebSocket message as a capture "
+        "(.jsonl, .jsonl.gz, .jsonl.zst) for `replay`",
+    )
+    parser.add_argument(
+        "--capture-rotate-mb",
+        type=_megabytes,
+        metavar="N",
+        help="start a new capture file every N MB of JSON Lines (default: 1 GiB)",
+    )
+    parser.add_argument(
+        "--store",
+        type=Path,
+        metavar="DIR",
+        help="keep closed klines as Parquet under DIR: load them at start, fetch only "
+        "what is missing, append new ones",
+    )
+    parser.add_argument(
+        "--store-books",
+        action="store_true",
+        help="with --store, also keep the order-book snapshots and tickers",
+    )
+
+
+def _megabytes(text: str) -> int:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of megabytes") from None
+    if not 0 < value < float("inf") or int(value * 1_000_000) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of megabytes")
+    return int(value * 1_000_000)
+
+
+def _open_sinks(args: argparse.Namespace) -> tuple[CaptureWriter | None, ParquetStore | None]:
+    """The capture and store the options ask for (the run closes them when it ends)."""
+    from sinks.capture_writer import DEFAULT_ROTATE_BYTES, CaptureWriter
+    from sinks.store import ParquetStore
+
+    if args.capture_rotate_mb is not None and args.capture is None:
+        raise UsageError("--capture-rotate-mb needs --capture FILE")
+    if args.store_books and args.store is None:
+        raise UsageError("--store-books needs --store DIR")
+    capture = None
+    if args.capture is not None:
+        rotate = args.capture_rotate_mb or DEFAULT_ROTATE_BYTES
+        capture = CaptureWriter(args.capture, rotate_bytes=rotate)
+    try:
+        store = None if args.store is None else ParquetStore(args.store)
+    except BaseException:
+        if capture is not None:
+            capture.close()
+        raise
+    return capture, store
 
 
 def _add_duration(parser: argparse.ArgumentParser, default: float | None) -> None:
@@ -227,14 +290,12 @@ def _run_run(args: argparse.Namespace) -> int:
     from pipeline.live import LiveRun
     from pipeline.venues import get_venue
 
-    for option in ("store", "capture"):
-        if getattr(args, option) is not None:
-            raise UsageError(f"run: --{option} is not available yet in this version")
     config = FeedConfig(capacities=parse_buffer_sizes(args.buffer_size))
     venue = get_venue(args.venue)
 
     @contextlib.asynccontextmanager
     async def setup() -> AsyncIterator[LiveRun]:
+        capture, store = _open_sinks(args)
         yield LiveRun(
             args.symbol or ["HBARUSDT"],
             venue=venue,
@@ -242,6 +303,9 @@ def _run_run(args: argparse.Namespace) -> int:
             ws_url=args.ws_url,
             config=config,
             deadline=_deadline(args.duration),
+            capture=capture,
+            store=store,
+            store_books=args.store_books,
         )
 
     return _live(setup, args.dump)
@@ -296,6 +360,7 @@ def _live(
 
 def _configure_demo(parser: argparse.ArgumentParser) -> None:
     _add_duration(parser, 20.0)
+    _add_persistence(parser)
     _add_dump(parser)
 
 
@@ -311,6 +376,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         print(f"{PROG} demo: fake exchange at {rest_url} (market clock x{DEMO_SPEED:g}), "
               f"running for {args.duration:g} s", file=sys.stderr)  # fmt: skip
         try:
+            capture, store = _open_sinks(args)
             yield LiveRun(
                 ["HBARUSDT"],
                 rest_url=rest_url,
@@ -318,6 +384,9 @@ def _run_demo(args: argparse.Namespace) -> int:
                 deadline=_deadline(args.duration),
                 # Receive times on the market's clock, so REST finality holds at any speed.
                 clock_ns=lambda: market.clock.now_ms() * 1_000_000,
+                capture=capture,
+                store=store,
+                store_books=args.store_books,
             )
         finally:
             await exchange.stop()

@@ -16,6 +16,20 @@
 
 Every REST response reaches the feed as a `RawMessage` through
 `RestClient.messages`, like a WebSocket frame, so a capture replays it all.
+
+Persistence (both optional, both flushed every `flush_interval` seconds and
+closed when the run ends):
+
+- `capture`: a `CaptureWriter` records every message the feed is given, in the
+  order it is given them (the WebSocket messages held during the preload after
+  the preload's responses, as the feed saw them), so `pipeline.replay` of the
+  capture folds the same frames.
+- `store`: a `ParquetStore`. Before the preload the newest stored klines of each
+  symbol and interval are written into the frames, and the preload asks REST only
+  for the candles since the newest stored one (`startTime`). During the run every
+  kline the feed keeps is appended (collected, then written once per flush, so a
+  backfill of many rows is one file, not one per row); `store_books` adds the
+  order-book snapshots and tickers.
 """
 
 from __future__ import annotations
@@ -26,12 +40,23 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
+import polars as pl
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 
 from operators import interval_ms
-from operators.events import KIND_OPEN, Connected, Disconnected, Gap, RawMessage
+from operators.events import (
+    KIND_OPEN,
+    BookSnapshot,
+    Connected,
+    Disconnected,
+    Event,
+    Gap,
+    Kline,
+    RawMessage,
+    Ticker,
+)
 from pipeline.config import FeedConfig
 from pipeline.errors import PipelineError, UsageError
 from pipeline.feed import KLINE_BUFFERS, Feed
@@ -39,6 +64,10 @@ from pipeline.rest import MAX_KLINES_PER_REQUEST, RestClient
 from pipeline.stats import RunStats
 from pipeline.venues import BINANCE_US, Venue
 from pipeline.ws import WsSource
+
+if TYPE_CHECKING:
+    from sinks.capture_writer import CaptureWriter
+    from sinks.store import ParquetStore
 
 __all__ = ["LiveCounters", "LiveRun", "streams_for"]
 
@@ -51,6 +80,10 @@ POLL_LIMIT: Final = 3
 """Rows a periodic check asks for: the forming candle, the one just closed, one spare."""
 OPEN_TIMEOUT: Final = 10.0
 """Seconds to wait for the sockets before preloading anyway (the repairs cover the seam)."""
+FLUSH_INTERVAL: Final = 1.0
+"""Seconds between flushes of the capture and writes of new rows to the store."""
+STORE_KEYS: Final = {"order_book": "update_id", "ticker": "event_id"}
+"""The column whose newest stored value separates a book buffer's new rows from stored ones."""
 
 
 def streams_for(symbols: Sequence[str]) -> list[str]:
@@ -69,6 +102,12 @@ class LiveCounters:
     """Gaps whose range was fetched over REST."""
     failed_requests: int = 0
     """Polls, backfills and repairs that raised (logged; the run goes on)."""
+    store_loaded: int = 0
+    """Klines loaded from the store into the frames at the start."""
+    store_rows: int = 0
+    """Rows appended to the store during the run."""
+    store_failures: int = 0
+    """Store writes that raised (logged; the run goes on, the rows are retried)."""
 
 
 class LiveRun:
@@ -80,6 +119,8 @@ class LiveRun:
     clock): a sped-up fake market needs receive times on its own clock, or the
     REST final-kline rule would compare market close times with wall time.
     `rest_options`/`ws_options` are passed to `RestClient`/`WsSource`.
+    `capture`, `store` and `store_books`: see the module doc; the run flushes and
+    closes both when it ends, whatever ends it.
     """
 
     def __init__(
@@ -95,6 +136,10 @@ class LiveRun:
         poll_periods: dict[str, float] | None = None,
         rest_options: dict[str, object] | None = None,
         ws_options: dict[str, object] | None = None,
+        capture: CaptureWriter | None = None,
+        store: ParquetStore | None = None,
+        store_books: bool = False,
+        flush_interval: float = FLUSH_INTERVAL,
     ) -> None:
         if not symbols:
             raise UsageError("no symbol given: name at least one, e.g. --symbol HBARUSDT")
@@ -118,6 +163,14 @@ class LiveRun:
         self._opened = asyncio.Event()
         self._closed_since_open = False
         self._closing = False
+        self.capture = capture
+        self.store = store
+        self._store_books = store_books
+        self._flush_interval = flush_interval
+        self._dirty: dict[tuple[str, str], int] = {}
+        """(symbol, buffer) -> the oldest open time kept since the last store write."""
+        self._stored_keys: dict[tuple[str, str], int] = {}
+        """(symbol, book buffer) -> the newest key value stored (see STORE_KEYS)."""
 
     # ------------------------------------------------------------ control
     def stop(self) -> None:
@@ -142,12 +195,16 @@ class LiveRun:
             venue=self.venue,
             **self._ws_options,  # type: ignore[arg-type]
         )
-        rest.messages.subscribe(self._stamp(feed.push))
+        self._push = self._recorded(feed.push)
+        rest.messages.subscribe(self._stamp(self._push))
         ws.messages.subscribe(self._stamp(self._on_ws))
         feed.connections().subscribe(self._on_connection)
         feed.gaps().subscribe(self._on_gap)
+        if self.store is not None:
+            feed.events().subscribe(self._on_event)
         work = asyncio.ensure_future(self._work(feed, rest, ws))
         stop = asyncio.ensure_future(self._stop.wait())
+        flusher = asyncio.ensure_future(self._flush_periodically())
         try:
             # A stop during the start-up (a venue that does not answer) ends it too.
             await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -158,9 +215,9 @@ class LiveRun:
             else:
                 work.result()
         finally:
-            for task in (work, stop):
+            for task in (work, stop, flusher):
                 task.cancel()
-            await asyncio.gather(work, stop, return_exceptions=True)
+            await asyncio.gather(work, stop, flusher, return_exceptions=True)
             self._closing = True
             for task in list(self._tasks):
                 task.cancel()
@@ -169,17 +226,19 @@ class LiveRun:
             await rest.close()
             self._release()
             feed.complete()
+            self._close_sinks()
         return feed
 
     async def _work(self, feed: Feed, rest: RestClient, ws: WsSource) -> None:
         await rest.check_symbols(self.symbols)
         for symbol in self.symbols:
             feed.add_symbol(symbol)
+        stored = self._load_store(feed)
         await ws.start()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(OPEN_TIMEOUT):
                 await self._opened.wait()
-        await self._preload()
+        await self._preload(stored)
         self._release()
         self.ready.set()
         self._start_polls()
@@ -204,6 +263,19 @@ class LiveRun:
 
         return restamped
 
+    def _recorded(self, push: Callable[[RawMessage], None]) -> Callable[[RawMessage], None]:
+        capture = self.capture
+        if capture is None:
+            return push
+        write = capture.on_next
+
+        def recorded(raw: RawMessage) -> None:
+            # Recorded as the feed is given it, so a replay folds the same sequence.
+            write(raw)
+            push(raw)
+
+        return recorded
+
     def _on_ws(self, raw: RawMessage) -> None:
         if raw.kind == KIND_OPEN:
             self._opened.set()
@@ -211,25 +283,147 @@ class LiveRun:
         if held is not None:
             held.append(raw)
         else:
-            assert self.feed is not None
-            self.feed.push(raw)
+            self._push(raw)
 
     def _release(self) -> None:
         held, self._held = self._held, None
         if held and self.feed is not None:
             log.debug("releasing %d WebSocket messages held during the preload", len(held))
             for raw in held:
-                self.feed.push(raw)
+                self._push(raw)
+
+    # ------------------------------------------------------------ persistence
+    def _load_store(self, feed: Feed) -> dict[tuple[str, str], int]:
+        """Write the newest stored klines into the frames; (symbol, interval) -> newest open ms."""
+        store = self.store
+        newest: dict[tuple[str, str], int] = {}
+        if store is None:
+            return newest
+        now_ms = self._now_ms()
+        for symbol in self.symbols:
+            frames = feed.frames(symbol)
+            for interval, buffer in KLINE_BUFFERS.items():
+                rows = store.latest(symbol, buffer, self.config.capacity(buffer))
+                if rows.is_empty():
+                    continue
+                step = interval_ms(interval)
+                write = frames[buffer].write
+                columns = rows.with_columns(pl.col("timestamp").dt.epoch("ms"))
+                # A candle still open now cannot have been stored final: a store written
+                # against another clock (a sped-up demo market). Such rows are left out.
+                closed = columns.filter(pl.col("timestamp") + step <= now_ms)
+                if closed.height < columns.height:
+                    log.warning(
+                        "store: %d %s rows of %s are not closed yet by this clock; not loaded",
+                        columns.height - closed.height, buffer, symbol,
+                    )  # fmt: skip
+                    columns = closed
+                    if columns.is_empty():
+                        continue
+                for t, o, h, lo, c, v in columns.iter_rows():
+                    end = t + step - 1
+                    write(Kline(symbol, interval, t, end, o, h, lo, c, v, True, 0, "store"))
+                last = columns["timestamp"].max()
+                assert isinstance(last, int)
+                newest[symbol, interval] = last
+                self.counters.store_loaded += columns.height
+                log.info("loaded %d %s rows of %s from the store", columns.height, buffer, symbol)
+        return newest
+
+    def _now_ms(self) -> int:
+        return (self._clock_ns or time.time_ns)() // 1_000_000
+
+    def _on_event(self, event: Event) -> None:
+        cls = type(event)
+        if cls is Kline:
+            assert isinstance(event, Kline)
+            buffer = KLINE_BUFFERS.get(event.interval)
+            if buffer is not None:
+                key = (event.symbol, buffer)
+                known = self._dirty.get(key)
+                if known is None or event.open_time < known:
+                    self._dirty[key] = event.open_time
+        elif self._store_books and (cls is BookSnapshot or cls is Ticker):
+            assert isinstance(event, BookSnapshot | Ticker)
+            # The rows are picked from the frame by key at the next write.
+            self._dirty.setdefault((event.symbol, "ticker" if cls is Ticker else "order_book"), 0)
+
+    def _write_store(self) -> None:
+        store, feed = self.store, self.feed
+        if store is None or feed is None or not self._dirty:
+            return
+        dirty, self._dirty = self._dirty, {}
+        for (symbol, buffer), oldest in dirty.items():
+            frame = feed.frames(symbol)[buffer].get()
+            key = STORE_KEYS.get(buffer)
+            if key is None:
+                rows = frame.filter(pl.col("timestamp").dt.epoch("ms") >= oldest)
+            else:
+                after = self._stored_keys.get((symbol, buffer))
+                rows = frame if after is None else frame.filter(pl.col(key) > after)
+            if rows.is_empty():
+                continue
+            try:
+                store.append(symbol, buffer, rows)
+            except (OSError, pl.exceptions.PolarsError) as exc:
+                self.counters.store_failures += 1
+                log.warning("store write of %s %s failed: %s", symbol, buffer, exc)
+                # Tried again at the next write (keys make a repeat harmless).
+                previous = self._dirty.get((symbol, buffer))
+                self._dirty[symbol, buffer] = oldest if previous is None else min(previous, oldest)
+                continue
+            if key is not None:
+                newest = rows[key].max()
+                assert isinstance(newest, int)
+                self._stored_keys[symbol, buffer] = newest
+            self.counters.store_rows += rows.height
+
+    def _flush(self) -> None:
+        if self.capture is not None:
+            self.capture.flush()
+        self._write_store()
+
+    async def _flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self._flush_interval)
+            try:
+                self._flush()
+            except OSError as exc:
+                # A full disk: the run goes on, the capture's next flush tries again.
+                log.warning("flushing the capture failed: %s", exc)
+
+    def _close_sinks(self) -> None:
+        capture, store = self.capture, self.store
+        try:
+            if capture is not None:
+                capture.close()
+        finally:
+            if store is not None:
+                try:
+                    self._write_store()
+                finally:
+                    store.close()
 
     # ------------------------------------------------------------ REST work
-    async def _preload(self) -> None:
+    async def _preload(self, stored: dict[tuple[str, str], int]) -> None:
         rest = self.rest
         assert rest is not None
+        now_ms = self._now_ms()
         jobs = []
         for symbol in self.symbols:
             for interval, buffer in KLINE_BUFFERS.items():
                 limit = self.config.capacity(buffer) + 1
-                jobs.append(rest.klines(symbol, interval, limit=limit))
+                last = stored.get((symbol, interval))
+                if last is None:
+                    jobs.append(rest.klines(symbol, interval, limit=limit))
+                    continue
+                # Candles opened since the newest stored one, the forming one included,
+                # plus one spare in case this clock is behind the exchange's.
+                missing = max(0, (now_ms - last) // interval_ms(interval)) + 1
+                if missing >= limit:  # the store is too old to help: a full preload
+                    jobs.append(rest.klines(symbol, interval, limit=limit))
+                else:
+                    jobs.append(rest.klines(symbol, interval, limit=missing, start_time=last + 1))
         self.counters.preload_requests += len(jobs)
         await asyncio.gather(*jobs)
 
@@ -334,4 +528,11 @@ class LiveRun:
             f"{c.reconnect_backfills} reconnect backfills, {c.gaps_repaired} gaps repaired, "
             f"{c.failed_requests} failed requests"
         )
+        if self.store is not None:
+            lines.append(
+                f"store: {c.store_loaded} klines loaded, {c.store_rows} rows written, "
+                f"{c.store_failures} failed writes"
+            )
+        if self.capture is not None:
+            lines.append(f"capture: {self.capture.messages} messages to {self.capture.paths[-1]}")
         return "\n".join(lines)

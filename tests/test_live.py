@@ -232,11 +232,6 @@ def test_cli_unknown_symbol_exits_2_with_one_line(
     assert "NOPEUSDT" in err
 
 
-def test_cli_store_is_not_there_yet(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", "--symbol", "HBARUSDT", "--store", "x"]) == 2
-    assert "not available yet" in capsys.readouterr().err
-
-
 def test_sigterm_stops_gracefully(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "demo", "--duration", "60", "--dump", str(tmp_path)],
