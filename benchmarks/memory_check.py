@@ -51,7 +51,7 @@ def check(messages: int, sample_at: int, seed: int) -> dict[str, Any]:
         sys.path.insert(1, str(_ROOT))
     import logging
 
-    from pipeline.capture import LineCounts, _jsonl_messages
+    from pipeline.capture import LineCounts, jsonl_message
     from pipeline.clock import ReplayScheduler
     from pipeline.feed import Feed
     from pipeline.stats import RunStats
@@ -83,7 +83,10 @@ def check(messages: int, sample_at: int, seed: int) -> dict[str, Any]:
     try:
         pending = iter(marks)
         mark = next(pending)
-        for msg in _jsonl_messages(generator.stdout, "make_capture", lines, None):
+        for line in generator.stdout:
+            msg = jsonl_message(line, lines, "make_capture")
+            if msg is None:
+                continue
             advance(msg.t)
             push(msg)
             n += 1
