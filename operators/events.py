@@ -22,6 +22,7 @@ __all__ = [
     "KIND_OPEN",
     "KIND_REST",
     "KIND_WS",
+    "REPLACED_REASON",
     "BadMessage",
     "BookSnapshot",
     "Connected",
@@ -42,6 +43,8 @@ KIND_WS: Final = "ws"
 KIND_REST: Final = "rest"
 KIND_OPEN: Final = "open"
 KIND_CLOSE: Final = "close"
+REPLACED_REASON: Final = "replaced by a newer connection before the 24 h limit"
+"""The close reason of a socket retired after its successor delivered data: nothing was missed."""
 
 RawKind: TypeAlias = Literal["ws", "rest", "open", "close"]
 
@@ -194,6 +197,11 @@ class Disconnected(NamedTuple):
     code: int
     reason: str
     t: int
+
+    @property
+    def replaced(self) -> bool:
+        """A planned switchover: a newer socket already carries these streams, no frame lost."""
+        return self.reason == REPLACED_REASON
 
 
 class Gap(NamedTuple):

@@ -159,6 +159,7 @@ class RestClient:
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
+        clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         """Create a client (no I/O happens until the first request).
 
@@ -169,6 +170,9 @@ class RestClient:
         - `backoff_base`, `backoff_cap`: full-jitter backoff, seconds.
         - `max_retry_after`: a 429/418 asking for a longer wait raises at once.
         - `sleep`, `clock` (wall seconds), `rand` (in [0, 1)): injectable for tests.
+        - `clock_ns`: the receive time (ns) stamped on every response; a sped-up
+          fake market passes its own clock so the final-kline rule compares like
+          with like. Waits and weight windows stay on `clock`.
         """
         if max_attempts < 1:
             raise UsageError(f"max_attempts must be at least 1, not {max_attempts!r}")
@@ -189,6 +193,7 @@ class RestClient:
         self._sleep = sleep
         self._clock = clock
         self._rand = rand
+        self._clock_ns = clock_ns
         self._hub: Hub[RawMessage] = Hub(self._observer_failed)
         self._window = -1
         self._used = 0
@@ -346,7 +351,7 @@ class RestClient:
         try:
             async with session.get(url, timeout=self._timeout, allow_redirects=False) as resp:
                 body = await resp.read()
-                t = time.time_ns()
+                t = self._clock_ns()
                 status = resp.status
                 headers = resp.headers
         except TimeoutError:

@@ -44,7 +44,7 @@ import orjson
 import reactivex
 from yarl import URL
 
-from operators.events import KIND_CLOSE, KIND_OPEN, KIND_WS, RawMessage
+from operators.events import KIND_CLOSE, KIND_OPEN, KIND_WS, REPLACED_REASON, RawMessage
 from pipeline._hub import Hub, iterate
 from pipeline._pacing import Sleep, SlidingWindowLimiter, backoff_delay
 from pipeline.errors import UsageError
@@ -85,6 +85,10 @@ class WsStats:
     """Planned handovers before the 24 h limit."""
     connect_failures: int = 0
     disconnects: int = 0
+    dropped: int = 0
+    """Sockets lost without a close frame (a dead network or server), not closed by us."""
+    server_closes: int = 0
+    """Sockets the server closed with a close frame (its 24 h limit, a policy), not us."""
     frames: int = 0
     bytes: int = 0
     """Characters of text frames (bytes, for Binance's ASCII JSON)."""
@@ -172,6 +176,7 @@ class WsSource:
         streams_per_request: int = 200,
         rand: Callable[[], float] = random.random,
         sleep: Sleep = asyncio.sleep,
+        clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         """Create a source (nothing connects until `start()`).
 
@@ -185,6 +190,9 @@ class WsSource:
         - `backoff_base`, `backoff_cap`: reconnect backoff, seconds (full jitter).
         - `max_url_length`: streams beyond it are requested with SUBSCRIBE.
         - `rand`, `sleep`: injectable for tests (`sleep` paces backoff only).
+        - `clock_ns`: the receive time (ns) stamped on every message, `open` and
+          `close` included (a sped-up fake market passes its own clock); the
+          watchdog, backoff and renewal timers stay on the event loop's clock.
         """
         lifetime = venue.ws_lifetime if lifetime is None else lifetime
         max_streams = venue.ws_max_streams if max_streams is None else max_streams
@@ -220,6 +228,7 @@ class WsSource:
         self._per_request = max(1, streams_per_request)
         self._rand = rand
         self._sleep = sleep
+        self._clock_ns = clock_ns
         self._hub: Hub[RawMessage] = Hub(self._observer_failed)
         self._slots: list[_Slot] = []
         self._where: dict[str, _Slot] = {}
@@ -371,15 +380,15 @@ class WsSource:
             self.stats.connect_failures += 1
             reason = f"connect failed: {_describe(exc)}"
             log.warning("ws #%d %s: %s", conn.id, url, reason)
-            failure = RawMessage(time.time_ns(), KIND_CLOSE, conn.id, reason, url, ABNORMAL_CLOSURE)
-            self._hub.on_next(failure)
+            t = self._clock_ns()
+            self._hub.on_next(RawMessage(t, KIND_CLOSE, conn.id, reason, url, ABNORMAL_CLOSURE))
             return None
         conn.ws = ws
         conn.opened = time.monotonic()
         conn.streams = dict.fromkeys(in_url)
         self.stats.connects += 1
         log.info("ws #%d open: %s (%d streams)", conn.id, url, len(wanted))
-        self._hub.on_next(RawMessage(time.time_ns(), KIND_OPEN, conn.id, "", url))
+        self._hub.on_next(RawMessage(self._clock_ns(), KIND_OPEN, conn.id, "", url))
         conn.task = asyncio.create_task(self._read(conn), name=f"ws-reader-{conn.id}")
         slot.live.append(conn)
         # Streams beyond the URL, and any added while connecting.
@@ -395,7 +404,7 @@ class WsSource:
         stats = self.stats
         cid = conn.id
         text_type = aiohttp.WSMsgType.TEXT
-        time_ns = time.time_ns
+        time_ns = self._clock_ns
         code = ABNORMAL_CLOSURE
         reason = "connection lost without a close frame"
         try:
@@ -429,8 +438,13 @@ class WsSource:
         finally:
             if conn.close_reason is not None:
                 code, reason = NORMAL_CLOSURE, conn.close_reason
-            elif not ws.closed:
-                await _quiet_close(ws)
+            else:
+                if code == ABNORMAL_CLOSURE:
+                    self.stats.dropped += 1
+                else:
+                    self.stats.server_closes += 1
+                if not ws.closed:
+                    await _quiet_close(ws)
             self.stats.disconnects += 1
             log.info("ws #%d closed: %d %s", cid, code, reason)
             self._hub.on_next(RawMessage(time_ns(), KIND_CLOSE, cid, reason, conn.url, code))
@@ -576,7 +590,7 @@ class WsSource:
             first.cancel()
             await asyncio.gather(first, return_exceptions=True)
         if new.first_data.is_set():
-            await self._retire(slot, old, "replaced by a newer connection before the 24 h limit")
+            await self._retire(slot, old, REPLACED_REASON)
             self.stats.renewals += 1
             return new, False
         if not new.task.done() and old.task.done():

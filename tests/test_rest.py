@@ -162,6 +162,33 @@ async def test_error_responses_are_emitted_too_and_messages_complete_on_close(
     assert done == [True]
 
 
+async def test_an_injected_clock_stamps_every_response_and_paces_nothing(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    calls = 0
+
+    async def klines(request: web.Request) -> web.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return web.Response(text="upstream hiccup", status=503)
+        return json_body([kline_row(0)])
+
+    base = await serve(aiohttp_server, {"/api/v3/klines": klines})
+    fake = FakeTime()
+    # A market clock far from the wall clock, as a sped-up fake exchange has.
+    market_ns = iter(range(5_000_000_000, 6_000_000_000, 1_000_000))
+    rest = client(base, fake, clock_ns=lambda: next(market_ns))
+    seen = record(rest)
+    async with rest:
+        await rest.klines("HBARUSDT", "1m", 1)
+    # The 503 and the answer, stamped by the injected clock, once each, in order.
+    assert [(m.status, m.t) for m in seen] == [(503, 5_000_000_000), (200, 5_001_000_000)]
+    # The retry's backoff still ran on the wall clock `clock`.
+    assert fake.sleeps
+    assert fake.now > 1_700_000_020.0
+
+
 async def test_injected_session_is_left_open(aiohttp_server: AiohttpServer) -> None:
     async def ticker(request: web.Request) -> web.Response:
         return json_body({"symbol": request.query["symbol"], "lastPrice": "0.07"})

@@ -201,6 +201,28 @@ async def test_combined_stream_frames_arrive_raw_with_receive_times(
     assert our_tasks() == []
 
 
+async def test_an_injected_clock_stamps_frames_opens_and_closes(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    async def two_frames(session: Session) -> None:
+        await session.ws.send_str(frame("a@trade", 1))
+        await session.ws.send_str(frame("a@trade", 2))
+        await forever(session)
+
+    # The first attempt is refused: its `close` is stamped by the injected clock too.
+    base = await start(aiohttp_server, StreamServer(two_frames, refuse_first=1))
+    ticks = itertools.count(7_000_000_000, 1_000)
+    source = WsSource(
+        base, ["a@trade"], clock_ns=lambda: next(ticks), sleep=RecordingSleep(), backoff_base=0.01
+    )
+    seen = Recorder(source)
+    async with source:
+        await until(lambda: len(seen.of("ws")) == 2)
+    assert [m.kind for m in seen.messages] == ["close", "open", "ws", "ws", "close"]
+    # Every message took the next tick of the injected clock, none the wall clock.
+    assert [m.t for m in seen.messages] == [7_000_000_000 + 1_000 * i for i in range(5)]
+
+
 async def test_stream_is_also_an_async_iterator(aiohttp_server: AiohttpServer) -> None:
     async def two_frames(session: Session) -> None:
         await session.ws.send_str(frame("a@trade", 1))
