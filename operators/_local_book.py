@@ -436,6 +436,8 @@ def local_book_(symbol: str, max_buffered: int = 1000) -> BookOperator:
                         return
                     out = on_snapshot(event)
                 elif type(event) is Disconnected:
+                    if event.replaced:
+                        return  # the successor's diffs continue the sequence
                     out = on_disconnect(event.t)
                 else:
                     return

@@ -6,8 +6,12 @@
     hbar-data run [--symbol S ...] [--venue V] [--rest-url URL] [--ws-url URL]
                   [--duration SECONDS] [--dump DIR] [--buffer-size BUFFER=N ...]
                   [--capture FILE [--capture-rotate-mb N]] [--store DIR [--store-books]]
+                  [--book | --no-book] [--view | --no-view]
     hbar-data demo [--duration SECONDS] [--dump DIR] [--capture ...] [--store ...]
-                                                              (fake exchange + run)
+                   [--book | --no-book] [--view | --no-view]  (fake exchange + run)
+
+`run` and `demo` show a live view on a terminal (`pipeline.view`), a status
+line every 10 s elsewhere, nothing with `--no-view`.
 
 Exit status: 0 when the run completed (bad messages included: they are counted
 in the summary on standard error), 2 for what the user must fix (a capture that
@@ -38,6 +42,7 @@ if TYPE_CHECKING:
 
     from pipeline.feed import Feed
     from pipeline.live import LiveRun
+    from pipeline.local_book import LocalBooks
     from sinks.capture_writer import CaptureWriter
     from sinks.store import ParquetStore
 
@@ -121,6 +126,7 @@ def _run_replay(args: argparse.Namespace) -> int:
     from pipeline.capture import LineCounts
     from pipeline.clock import ReplayScheduler
     from pipeline.feed import Feed
+    from pipeline.local_book import LocalBooks
     from pipeline.replay import replay
     from pipeline.stats import RunStats
 
@@ -129,7 +135,10 @@ def _run_replay(args: argparse.Namespace) -> int:
     if not args.captures:
         print(f"{PROG}: no capture given, replaying the bundled sample {captures[0]}",
               file=sys.stderr)  # fmt: skip
-    feed = Feed(config, ReplayScheduler(), RunStats(lines=LineCounts()))
+    # The book is always kept: it costs nothing without diff-depth frames, and it
+    # is dumped only for the symbols whose diffs the capture holds.
+    books = LocalBooks()
+    feed = Feed(config, ReplayScheduler(), RunStats(lines=LineCounts()), local_book=books)
     status = EXIT_OK
     try:
         replay(captures, speed=args.speed, feed=feed)
@@ -138,19 +147,25 @@ def _run_replay(args: argparse.Namespace) -> int:
         print(f"{PROG}: interrupted after {feed.stats.messages} messages", file=sys.stderr)
         status = EXIT_INTERRUPTED
     print(feed.stats.render(), file=sys.stderr)
-    print(frames_summary(feed), file=sys.stderr)
+    print(frames_summary(feed, books), file=sys.stderr)
+    if books.render():
+        print(books.render(), file=sys.stderr)
     if args.dump is not None:
-        _dump(feed.snapshot(), args.dump)
+        _dump(books.drop_unused(feed.snapshot()), args.dump)
     return status
 
 
-def frames_summary(feed: Feed) -> str:
-    """One line per symbol: rows kept / capacity of each buffer."""
+def frames_summary(feed: Feed, books: LocalBooks | None = None) -> str:
+    """One line per symbol: rows kept / capacity of each buffer.
+
+    With `books`, a symbol's `book` is shown only if its book saw diffs.
+    """
     lines = []
     for symbol in feed.symbols:
         sizes = ", ".join(
             f"{buffer} {len(frame)}/{frame.capacity}"
             for buffer, frame in feed.frames(symbol).items()
+            if books is None or buffer != "book" or books.used(symbol)
         )
         lines.append(f"frames {symbol}: {sizes}")
     return "\n".join(lines) or "frames: no symbol seen"
@@ -193,6 +208,19 @@ def _configure_run(parser: argparse.ArgumentParser) -> None:
     _add_persistence(parser)
     _add_dump(parser)
     _add_buffer_size(parser)
+    _add_book(parser, default=False)
+    _add_view(parser)
+
+
+def _add_book(parser: argparse.ArgumentParser, *, default: bool) -> None:
+    parser.add_argument(
+        "--book",
+        action=argparse.BooleanOptionalAction,
+        default=default,
+        help="keep the local L2 book of each symbol (the `book` buffer): subscribe "
+        "<s>@depth@100ms, fetch REST depth snapshots as needed "
+        f"(default: {'on' if default else 'off'})",
+    )
 
 
 def _add_persistence(parser: argparse.ArgumentParser) -> None:
@@ -306,21 +334,43 @@ def _run_run(args: argparse.Namespace) -> int:
             capture=capture,
             store=store,
             store_books=args.store_books,
+            book=args.book,
         )
 
-    return _live(setup, args.dump)
+    return _live(setup, args.dump, args.view)
 
 
 def _deadline(duration: float | None) -> float | None:
     return None if duration is None else _PROCESS_START + duration
 
 
+def _add_view(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--view",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a live view on standard error, redrawn every second: streams, repairs, "
+        "klines, book, ticker (default: on a terminal; elsewhere a status line every "
+        "10 s); --no-view: logs only",
+    )
+
+
 def _live(
-    setup: Callable[[], contextlib.AbstractAsyncContextManager[LiveRun]], dump: Path | None
+    setup: Callable[[], contextlib.AbstractAsyncContextManager[LiveRun]],
+    dump: Path | None,
+    view: bool | None = None,
 ) -> int:
-    """Run the job `setup` yields until its deadline or a signal; summary to stderr, then dump."""
+    """Run the job `setup` yields until its deadline or a signal; summary to stderr, then dump.
+
+    `view`: see `pipeline.view.view_mode` (None: a live view on a terminal, status lines
+    elsewhere). The view ends before the summary is printed.
+    """
     import asyncio
     import signal
+
+    from pipeline.view import LiveView, view_mode
+
+    mode = view_mode(view)
 
     signals: list[int] = []
     holder: list[LiveRun] = []
@@ -336,9 +386,14 @@ def _live(
 
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, on_signal, signum)
+            shown = None if mode is None else LiveView(live, mode)
             try:
+                if shown is not None:
+                    shown.start()
                 await live.run()
             finally:
+                if shown is not None:
+                    await shown.stop()
                 for signum in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(signum)
 
@@ -362,6 +417,8 @@ def _configure_demo(parser: argparse.ArgumentParser) -> None:
     _add_duration(parser, 20.0)
     _add_persistence(parser)
     _add_dump(parser)
+    _add_book(parser, default=True)
+    _add_view(parser)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -387,11 +444,12 @@ def _run_demo(args: argparse.Namespace) -> int:
                 capture=capture,
                 store=store,
                 store_books=args.store_books,
+                book=args.book,
             )
         finally:
             await exchange.stop()
 
-    return _live(setup, args.dump)
+    return _live(setup, args.dump, args.view)
 
 
 # ---------------------------------------------------------------------- fake-exchange

@@ -25,6 +25,11 @@ Decisions the original left open:
 - WebSocket messages arriving while any preload runs are held and released
   after it, so history enters the frames before the live stream; dedupe and
   upsert handle the seam.
+- For every symbol whose 1m klines are subscribed, the manager repairs what
+  the stream missed, as the live job does (`pipeline.repair.KlineRepairer`,
+  over the manager's own REST client): after a reconnect the 1m klines since
+  the last final one kept, for a detected gap exactly its range. `counters`
+  counts them.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Final
 
@@ -40,10 +46,13 @@ from reactivex import Observable, abc
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 
 from operators.events import KIND_CLOSE, KIND_OPEN, Event, RawMessage
+from pipeline.book_snapshots import SnapshotFetcher, answer_resyncs
 from pipeline.config import FeedConfig
 from pipeline.errors import PipelineError, UnknownSymbolError, UsageError
 from pipeline.feed import Feed
-from pipeline.live import OPEN_TIMEOUT, POLL_LIMIT, STREAM_SUFFIXES
+from pipeline.live import BOOK_STREAM_SUFFIX, OPEN_TIMEOUT, POLL_LIMIT, STREAM_SUFFIXES
+from pipeline.local_book import LocalBooks
+from pipeline.repair import Holdback, KlineRepairer, RepairCounters
 from pipeline.rest import RestClient
 from pipeline.stats import RunStats
 from pipeline.venues import BINANCE_US, Venue, get_venue
@@ -54,8 +63,8 @@ __all__ = ["BUFFERS", "DataManager"]
 
 log = logging.getLogger(__name__)
 
-BUFFERS: Final = ("klines_1m", "klines_1h", "klines_1d", "order_book", "ticker")
-"""The buffers `get_buffer` and `frames` name."""
+BUFFERS: Final = ("klines_1m", "klines_1h", "klines_1d", "order_book", "ticker", "book")
+"""The buffers `get_buffer` and `frames` name (`book`: see `subscribe_local_book`)."""
 
 _KLINE_1M, _DEPTH20, _TICKER = STREAM_SUFFIXES
 
@@ -72,8 +81,9 @@ class DataManager:
     - `buffer_sizes`: rows kept per buffer, e.g. `{"ticker": 5000}`.
     - `venue`: a preset name or a `Venue` (default Binance.US); `rest_url`,
       `ws_url` override its URLs (a fake exchange, a proxy).
-    - `clock_ns`: restamps every received message (see `pipeline.live.LiveRun`;
-      a sped-up fake market needs its own clock for the final-kline rule).
+    - `clock_ns`: the receive-time clock of the sources the manager makes (see
+      `pipeline.live.LiveRun`; a sped-up fake market needs its own clock for the
+      final-kline rule). A `RestClient` passed in keeps its own `clock_ns`.
 
     Call the async methods from one event loop; end with `close_websockets()`.
     """
@@ -98,18 +108,25 @@ class DataManager:
         self._rest_url = rest_url
         self._ws_url = ws_url
         self.venue = base.with_urls(rest_url, ws_url)
-        self._clock_ns = clock_ns
+        self._clock_ns = clock_ns or time.time_ns
         if debug:
             _enable_debug_logging()
         self._feed: Feed | None = None
+        self.books = LocalBooks()
+        """The local L2 books (`subscribe_local_book`), one per symbol."""
+        self._snapshots: SnapshotFetcher | None = None
         self._scheduler: AsyncIOScheduler | None = None
         self._clients: dict[Venue, RestClient] = {}
         self._foreign: dict[int, abc.DisposableBase] = {}
         """Subscriptions to `RestClient`s the caller passed in (not ours to close)."""
         self._ws: WsSource | None = None
         self._opened = asyncio.Event()
-        self._preloading = 0
-        self._held: list[RawMessage] = []
+        self._holdback = Holdback(lambda raw: self.feed.push(raw))
+        self.counters = RepairCounters()
+        """Reconnect backfills, gap repairs and their failed requests."""
+        self._repairer: KlineRepairer | None = None
+        self._streamed_1m: list[str] = []
+        """Symbols whose 1m klines are subscribed: the ones the repairer backfills."""
         self._closed = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: set[asyncio.Future[None]] = set()
@@ -128,39 +145,23 @@ class DataManager:
                     "DataManager needs a running event loop here: call it from async code"
                 ) from None
             self._scheduler = AsyncIOScheduler(loop)
-            self._feed = Feed(self.config, self._scheduler, RunStats())
+            self._feed = Feed(self.config, self._scheduler, RunStats(), local_book=self.books)
         return self._feed
 
     def _check_open(self) -> None:
         if self._closed.is_set():
             raise UsageError("this DataManager is closed (close_websockets ran); make a new one")
 
-    def _stamped(self, raw: RawMessage) -> RawMessage:
-        clock = self._clock_ns
-        return raw if clock is None else raw._replace(t=clock())
-
     def _on_rest(self, raw: RawMessage) -> None:
-        self.feed.push(self._stamped(raw))
+        self.feed.push(raw)
 
     def _on_ws(self, raw: RawMessage) -> None:
-        raw = self._stamped(raw)
         if raw.kind == KIND_OPEN:
             self._opened.set()
             log.debug("socket %d open: %s", raw.conn, raw.url)
         elif raw.kind == KIND_CLOSE:
             log.debug("socket %d closed: %s", raw.conn, raw.data)
-        if self._preloading:
-            self._held.append(raw)
-        else:
-            self.feed.push(raw)
-
-    def _release(self) -> None:
-        held, self._held = self._held, []
-        if held:
-            log.debug("releasing %d WebSocket messages held during a preload", len(held))
-        push = self.feed.push
-        for raw in held:
-            push(raw)
+        self._holdback(raw)
 
     def _rest_for(self, exchange: Exchange) -> RestClient:
         self._check_open()
@@ -183,14 +184,16 @@ class DataManager:
             )
         client = self._clients.get(venue)
         if client is None:
-            client = self._clients[venue] = RestClient(venue.rest_url, venue=venue)
+            client = self._clients[venue] = RestClient(
+                venue.rest_url, venue=venue, clock_ns=self._clock_ns
+            )
             client.messages.subscribe(self._on_rest)
         return client
 
     def _source(self) -> WsSource:
         self._check_open()
         if self._ws is None:
-            self._ws = WsSource(self.venue.ws_url, venue=self.venue)
+            self._ws = WsSource(self.venue.ws_url, venue=self.venue, clock_ns=self._clock_ns)
             self._ws.messages.subscribe(self._on_ws)
         return self._ws
 
@@ -206,7 +209,7 @@ class DataManager:
             raise UsageError(f"{interval} preload length must be a positive integer, not {rows!r}")
         rest = self._rest_for(exchange)
         symbol = symbol.upper()
-        self._preloading += 1
+        self._holdback.hold()
         try:
             # One row more: the forming candle comes last and is not folded.
             task = self._spawn(rest.klines(symbol, interval, limit=rows + 1))
@@ -215,9 +218,7 @@ class DataManager:
                 return  # close_websockets ran meanwhile
             fetched = task.result()
         finally:
-            self._preloading -= 1
-            if not self._preloading:
-                self._release()
+            self._holdback.release()
         log.debug("preloaded %d %s klines of %s", len(fetched), interval, symbol)
 
     async def preload_1m_klines(
@@ -290,6 +291,8 @@ class DataManager:
             await self._rest_for(None).check_symbols([symbol])
             self._checked.add(symbol)
         self.feed.add_symbol(symbol)
+        if suffix == _KLINE_1M:
+            self._repair_1m(symbol)
         stream = symbol.lower() + suffix
         await ws.subscribe([stream])
         await ws.start()
@@ -297,6 +300,20 @@ class DataManager:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(OPEN_TIMEOUT):
                 await self._opened.wait()
+
+    def _repair_1m(self, symbol: str) -> None:
+        if symbol not in self._streamed_1m:
+            self._streamed_1m.append(symbol)
+        if self._repairer is None:
+            # The manager's own client: the streams come from its venue too.
+            self._repairer = KlineRepairer(
+                self._rest_for(None), self.feed, self.config, self.counters, self._spawn,
+                symbols=lambda: self._streamed_1m, now_ms=self._now_ms,
+            )  # fmt: skip
+            self._repairer.attach()
+
+    def _now_ms(self) -> int:
+        return self._clock_ns() // 1_000_000
 
     async def subscribe_1m_klines(self, symbol: str, exchange: Exchange = None) -> None:
         """Stream 1m klines into `klines_1m` (finals only).
@@ -314,6 +331,19 @@ class DataManager:
     async def subscribe_ticker(self, symbol: str) -> None:
         """Stream the 24h ticker into `ticker`."""
         await self._subscribe(symbol, _TICKER)
+
+    async def subscribe_local_book(self, symbol: str) -> None:
+        """Keep the full L2 book of `symbol` in `book` (beyond the original's buffers).
+
+        Streams `<s>@depth@100ms` diffs and fetches a REST depth snapshot
+        (`limit=1000`) whenever the book asks for one (its first diff, a gap, a
+        reconnect), one at a time per symbol and spaced out. While it resyncs,
+        `get_buffer("book")` keeps the last in-sync book and
+        `books.get(symbol).stale` is True.
+        """
+        if self._snapshots is None:
+            self._snapshots = answer_resyncs(self.books, lambda: self._rest_for(None), self._spawn)
+        await self._subscribe(symbol, BOOK_STREAM_SUFFIX)
 
     # ------------------------------------------------------------ reading
     def _symbol(self, symbol: str | None) -> str:
@@ -364,6 +394,8 @@ class DataManager:
         if self._closed.is_set():
             return
         self._closed.set()
+        if self._repairer is not None:
+            self._repairer.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -378,7 +410,7 @@ class DataManager:
             subscription.dispose()
         self._foreign.clear()
         if self._feed is not None:
-            self._release()
+            self._holdback.release(everything=True)
             self._feed.complete()
         log.debug("data manager closed")
 

@@ -12,7 +12,7 @@
 3. 1h klines are polled every 60 s and 1d every 3600 s, symbols staggered.
 4. After every reconnect (a socket opened after one closed) the 1m klines since
    the last final one kept are fetched; every `Gap` the feed reports is fetched
-   exactly.
+   exactly (both by `pipeline.repair.KlineRepairer`, shared with `DataManager`).
 
 Every REST response reaches the feed as a `RawMessage` through
 `RestClient.messages`, like a WebSocket frame, so a capture replays it all.
@@ -49,18 +49,19 @@ from operators import interval_ms
 from operators.events import (
     KIND_OPEN,
     BookSnapshot,
-    Connected,
-    Disconnected,
     Event,
-    Gap,
     Kline,
     RawMessage,
     Ticker,
 )
+from pipeline.book_snapshots import SnapshotFetcher, answer_resyncs
 from pipeline.config import FeedConfig
 from pipeline.errors import PipelineError, UsageError
+from pipeline.fault_summary import faults_line
 from pipeline.feed import KLINE_BUFFERS, Feed
-from pipeline.rest import MAX_KLINES_PER_REQUEST, RestClient
+from pipeline.local_book import LocalBooks
+from pipeline.repair import Holdback, KlineRepairer
+from pipeline.rest import RestClient
 from pipeline.stats import RunStats
 from pipeline.venues import BINANCE_US, Venue
 from pipeline.ws import WsSource
@@ -69,11 +70,13 @@ if TYPE_CHECKING:
     from sinks.capture_writer import CaptureWriter
     from sinks.store import ParquetStore
 
-__all__ = ["LiveCounters", "LiveRun", "streams_for"]
+__all__ = ["BOOK_STREAM_SUFFIX", "LiveCounters", "LiveRun", "streams_for"]
 
 log = logging.getLogger(__name__)
 
 STREAM_SUFFIXES: Final = ("@kline_1m", "@depth20@100ms", "@ticker")
+BOOK_STREAM_SUFFIX: Final = "@depth@100ms"
+"""The diff-depth stream the local book (`book=True`) adds for each symbol."""
 POLL_PERIODS: Final = {"1h": 60.0, "1d": 3600.0}
 """Seconds between REST checks of the intervals the WebSocket does not carry."""
 POLL_LIMIT: Final = 3
@@ -86,9 +89,10 @@ STORE_KEYS: Final = {"order_book": "update_id", "ticker": "event_id"}
 """The column whose newest stored value separates a book buffer's new rows from stored ones."""
 
 
-def streams_for(symbols: Sequence[str]) -> list[str]:
-    """The WebSocket streams the live job subscribes for `symbols`."""
-    return [f"{s.lower()}{suffix}" for s in symbols for suffix in STREAM_SUFFIXES]
+def streams_for(symbols: Sequence[str], *, book: bool = False) -> list[str]:
+    """The WebSocket streams the live job subscribes for `symbols` (`book`: diff depth too)."""
+    suffixes = (*STREAM_SUFFIXES, BOOK_STREAM_SUFFIX) if book else STREAM_SUFFIXES
+    return [f"{s.lower()}{suffix}" for s in symbols for suffix in suffixes]
 
 
 @dataclass
@@ -115,12 +119,17 @@ class LiveRun:
 
     `rest_url`/`ws_url` override the venue's (a fake exchange). `deadline` is a
     `time.monotonic()` value (the CLI passes process start + `--duration`).
-    `clock_ns` restamps every received message (default: the sources' wall
-    clock): a sped-up fake market needs receive times on its own clock, or the
-    REST final-kline rule would compare market close times with wall time.
+    `clock_ns` is the receive-time clock both sources stamp messages with
+    (default: the wall clock): a sped-up fake market needs receive times on its
+    own clock, or the REST final-kline rule would compare market close times
+    with wall time.
     `rest_options`/`ws_options` are passed to `RestClient`/`WsSource`.
     `capture`, `store` and `store_books`: see the module doc; the run flushes and
     closes both when it ends, whatever ends it.
+    `book`: also keep each symbol's local L2 book (the `book` buffer, in
+    `books`): `<s>@depth@100ms` is subscribed too, and a REST depth snapshot is
+    fetched whenever a book asks for one (its first diff, a gap, a reconnect),
+    at most one in flight per symbol and spaced out (`pipeline.book_snapshots`).
     """
 
     def __init__(
@@ -140,6 +149,7 @@ class LiveRun:
         store: ParquetStore | None = None,
         store_books: bool = False,
         flush_interval: float = FLUSH_INTERVAL,
+        book: bool = False,
     ) -> None:
         if not symbols:
             raise UsageError("no symbol given: name at least one, e.g. --symbol HBARUSDT")
@@ -157,16 +167,23 @@ class LiveRun:
         self.ws: WsSource | None = None
         self.ready = asyncio.Event()
         """Set once the preload is in the feed and the held messages are released."""
+        self.phase = "starting"
+        """For progress displays: `starting`, `checking symbols`, `opening sockets`,
+        `preloading`, `running`, `stopping`."""
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._held: list[RawMessage] | None = []
+        self._holdback: Holdback | None = None
+        """Holds the WebSocket messages until the preload is in the feed."""
+        self.repairer: KlineRepairer | None = None
         self._opened = asyncio.Event()
-        self._closed_since_open = False
         self._closing = False
         self.capture = capture
         self.store = store
         self._store_books = store_books
         self._flush_interval = flush_interval
+        self.books: LocalBooks | None = LocalBooks() if book else None
+        """The local books (`book=True`): the `book` buffer of each symbol."""
+        self.snapshots: SnapshotFetcher | None = None
         self._dirty: dict[tuple[str, str], int] = {}
         """(symbol, buffer) -> the oldest open time kept since the last store write."""
         self._stored_keys: dict[tuple[str, str], int] = {}
@@ -183,23 +200,36 @@ class LiveRun:
         Sockets and the REST session are closed on the way out, whatever happens.
         """
         loop = asyncio.get_running_loop()
-        feed = self.feed = Feed(self.config, AsyncIOScheduler(loop), RunStats())
+        feed = self.feed = Feed(
+            self.config, AsyncIOScheduler(loop), RunStats(), local_book=self.books
+        )
+        clock_ns = self._clock_ns or time.time_ns
         rest = self.rest = RestClient(
             self.venue.rest_url,
             venue=self.venue,
+            clock_ns=clock_ns,
             **self._rest_options,  # type: ignore[arg-type]
         )
         ws = self.ws = WsSource(
             self.venue.ws_url,
-            streams_for(self.symbols),
+            streams_for(self.symbols, book=self.books is not None),
             venue=self.venue,
+            clock_ns=clock_ns,
             **self._ws_options,  # type: ignore[arg-type]
         )
         self._push = self._recorded(feed.push)
-        rest.messages.subscribe(self._stamp(self._push))
-        ws.messages.subscribe(self._stamp(self._on_ws))
-        feed.connections().subscribe(self._on_connection)
-        feed.gaps().subscribe(self._on_gap)
+        self._holdback = Holdback(self._push, held=True)
+        rest.messages.subscribe(self._push)
+        ws.messages.subscribe(self._on_ws)
+        repairer = self.repairer = KlineRepairer(
+            rest, feed, self.config, self.counters, self._spawn,
+            symbols=lambda: self.symbols, now_ms=self._now_ms,
+        )  # fmt: skip
+        repairer.attach()
+        if self.books is not None:
+            # Snapshots go out only when a book asks (its first diff, a gap, a
+            # reconnect), spaced out per symbol; the answers enter the feed as messages.
+            self.snapshots = answer_resyncs(self.books, rest, self._spawn)
         if self.store is not None:
             feed.events().subscribe(self._on_event)
         work = asyncio.ensure_future(self._work(feed, rest, ws))
@@ -219,6 +249,8 @@ class LiveRun:
                 task.cancel()
             await asyncio.gather(work, stop, flusher, return_exceptions=True)
             self._closing = True
+            self._enter("stopping")
+            repairer.close()
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -229,18 +261,26 @@ class LiveRun:
             self._close_sinks()
         return feed
 
+    def _enter(self, phase: str) -> None:
+        self.phase = phase
+        log.debug("live run: %s", phase)
+
     async def _work(self, feed: Feed, rest: RestClient, ws: WsSource) -> None:
+        self._enter("checking symbols")
         await rest.check_symbols(self.symbols)
         for symbol in self.symbols:
             feed.add_symbol(symbol)
         stored = self._load_store(feed)
+        self._enter("opening sockets")
         await ws.start()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(OPEN_TIMEOUT):
                 await self._opened.wait()
+        self._enter("preloading")
         await self._preload(stored)
         self._release()
         self.ready.set()
+        self._enter("running")
         self._start_polls()
         await self._wait_until_done()
 
@@ -253,16 +293,6 @@ class LiveRun:
                 await self._stop.wait()
 
     # ------------------------------------------------------------ messages
-    def _stamp(self, push: Callable[[RawMessage], None]) -> Callable[[RawMessage], None]:
-        clock = self._clock_ns
-        if clock is None:
-            return push
-
-        def restamped(raw: RawMessage) -> None:
-            push(raw._replace(t=clock()))
-
-        return restamped
-
     def _recorded(self, push: Callable[[RawMessage], None]) -> Callable[[RawMessage], None]:
         capture = self.capture
         if capture is None:
@@ -279,18 +309,12 @@ class LiveRun:
     def _on_ws(self, raw: RawMessage) -> None:
         if raw.kind == KIND_OPEN:
             self._opened.set()
-        held = self._held
-        if held is not None:
-            held.append(raw)
-        else:
-            self._push(raw)
+        assert self._holdback is not None
+        self._holdback(raw)
 
     def _release(self) -> None:
-        held, self._held = self._held, None
-        if held and self.feed is not None:
-            log.debug("releasing %d WebSocket messages held during the preload", len(held))
-            for raw in held:
-                self._push(raw)
+        if self._holdback is not None:
+            self._holdback.release(everything=True)
 
     # ------------------------------------------------------------ persistence
     def _load_store(self, feed: Feed) -> dict[tuple[str, str], int]:
@@ -461,49 +485,9 @@ class LiveRun:
             return False
         return True
 
-    def _on_connection(self, event: Connected | Disconnected) -> None:
-        if isinstance(event, Disconnected):
-            self._closed_since_open = True
-        elif self._closed_since_open:
-            self._closed_since_open = False
-            if self._held is None:
-                self._spawn(self._backfill_after_reconnect())
-
-    async def _backfill_after_reconnect(self) -> None:
-        rest, feed = self.rest, self.feed
-        assert rest is not None
-        assert feed is not None
-        self.counters.reconnect_backfills += 1
-        for symbol in self.symbols:
-            frame = feed.frames(symbol)["klines_1m"].get()
-            if frame.is_empty():
-                limit = self.config.capacity("klines_1m") + 1
-                request = rest.klines(symbol, "1m", limit=limit)
-            else:
-                last = frame["timestamp"].dt.epoch("ms").max()
-                assert isinstance(last, int)
-                request = rest.klines(
-                    symbol, "1m", limit=MAX_KLINES_PER_REQUEST, start_time=last + 1
-                )
-            await self._guarded(request, f"1m backfill of {symbol} after a reconnect")
-
-    def _on_gap(self, gap: Gap) -> None:
-        self._spawn(self._repair(gap))
-
-    async def _repair(self, gap: Gap) -> None:
-        rest = self.rest
-        assert rest is not None
-        step = interval_ms(gap.interval)
-        rows = max(1, (gap.end - gap.start + step - 1) // step)
-        request = rest.klines(
-            gap.symbol, gap.interval, limit=rows, start_time=gap.start, end_time=gap.end - 1
-        )
-        if await self._guarded(request, f"repair of {gap.symbol} {gap.interval} gap"):
-            self.counters.gaps_repaired += 1
-
     # ------------------------------------------------------------ summary
     def summary(self) -> str:
-        """The feed's summary plus the REST, WebSocket and repair counters."""
+        """The feed's summary, the REST, WebSocket and repair counters, and a `faults:` line."""
         lines = []
         if self.feed is not None:
             lines.append(self.feed.stats.render())
@@ -535,4 +519,17 @@ class LiveRun:
             )
         if self.capture is not None:
             lines.append(f"capture: {self.capture.messages} messages to {self.capture.paths[-1]}")
+        if self.books is not None:
+            lines.extend(book.describe() for book in self.books)
+        if self.snapshots is not None:
+            lines.append(self.snapshots.render())
+        lines.append(
+            faults_line(
+                self.symbols,
+                self.counters,
+                self.feed.stats if self.feed is not None else None,
+                self.rest.stats if self.rest is not None else None,
+                self.ws.stats if self.ws is not None else None,
+            )
+        )
         return "\n".join(lines)

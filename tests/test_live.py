@@ -15,8 +15,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import polars as pl
 import pytest
+from live_helpers import SYMBOL, contiguous, market_clock_ns, market_truth, run_against
 from polars.testing import assert_frame_equal
 
 from pipeline.cli import main
@@ -25,65 +25,9 @@ from pipeline.fake_exchange import Clock, FakeExchange, Faults, SyntheticMarket
 from pipeline.live import LiveRun
 from sinks.schemas import KLINES
 
-SYMBOL = "HBARUSDT"
 SPEED = 30.0
-MINUTE_MS = 60_000
 
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    import logging
-
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
-def market_truth(market: SyntheticMarket, frame: pl.DataFrame) -> pl.DataFrame:
-    """The market's final 1m rows for the open times `frame` spans, as a klines frame."""
-    opens = frame["timestamp"].dt.epoch("ms")
-    first, last = opens.min(), opens.max()
-    assert isinstance(first, int)
-    assert isinstance(last, int)
-    rows = market.klines(SYMBOL, "1m", first, last, (last - first) // MINUTE_MS + 1)
-    return pl.DataFrame(
-        {
-            "timestamp": [r[0] for r in rows],
-            **{
-                name: [float(str(r[i])) for r in rows]
-                for i, name in enumerate(["open", "high", "low", "close", "volume"], 1)
-            },
-        }
-    ).with_columns(pl.col("timestamp").cast(pl.Datetime("ms", "UTC")))
-
-
-def contiguous(frame: pl.DataFrame) -> bool:
-    steps = frame["timestamp"].dt.epoch("ms").diff().drop_nulls()
-    return bool((steps == MINUTE_MS).all())
-
-
-async def run_against(
-    exchange: FakeExchange,
-    market: SyntheticMarket,
-    seconds: float,
-    ws_options: dict[str, object] | None = None,
-) -> LiveRun:
-    rest_url, ws_url = await exchange.start()
-    live = LiveRun(
-        [SYMBOL],
-        rest_url=rest_url,
-        ws_url=ws_url,
-        deadline=time.monotonic() + seconds,
-        clock_ns=lambda: market.clock.now_ms() * 1_000_000,
-        ws_options=ws_options or {"backoff_base": 0.2},
-    )
-    try:
-        await live.run()
-    finally:
-        await exchange.stop()
-    return live
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 @pytest.mark.asyncio
@@ -126,7 +70,7 @@ async def test_a_dropped_socket_is_reconnected_and_backfilled() -> None:
     exchange = FakeExchange(market, faults=Faults(drop_after_frames=150, faulty_connections=1))
     # Reconnecting 2.5 s later is 75 market seconds: at least one final 1m kline is missed.
     ws_options: dict[str, object] = {"backoff_base": 2.5, "rand": lambda: 0.999}
-    live = await run_against(exchange, market, 6.0, ws_options)
+    live = await run_against(exchange, market, 6.0, ws_options=ws_options)
     assert exchange.stats.faults, "the fault never happened"
     assert live.ws is not None
     assert live.ws.stats.reconnects == 1
@@ -167,17 +111,25 @@ async def test_1h_and_1d_are_polled() -> None:
         [SYMBOL, "BTCUSDT"],
         rest_url=rest_url,
         ws_url=ws_url,
-        deadline=time.monotonic() + 2.5,
-        clock_ns=lambda: market.clock.now_ms() * 1_000_000,
+        clock_ns=market_clock_ns(market),
         poll_periods={"1h": 0.5, "1d": 1.0},
     )
+
+    def answered() -> int:
+        return exchange.stats.rest_paths["/api/v3/klines"]
+
+    # Waits on the polls themselves, not a deadline: a loaded machine may take
+    # seconds over the preload. Every poll is one klines request on top of the
+    # six of the preload.
+    run = asyncio.ensure_future(live.run())
     try:
-        await live.run()
+        async with asyncio.timeout(30):
+            while not (live.counters.polls >= 4 and answered() == 6 + live.counters.polls):
+                await asyncio.sleep(0.02)
     finally:
+        live.stop()
+        await run
         await exchange.stop()
-    # Every poll is one klines request on top of the six of the preload.
-    assert live.counters.polls >= 4
-    assert exchange.stats.rest_paths["/api/v3/klines"] == 6 + live.counters.polls
     assert live.feed is not None
     for symbol in (SYMBOL, "BTCUSDT"):
         frames = live.feed.frames(symbol)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from live_helpers import MINUTE_MS, SYMBOL, contiguous, market_truth, run_for
 from polars.testing import assert_frame_equal
 
 from pipeline.cli import main
@@ -24,33 +25,8 @@ from pipeline.replay import replay
 from sinks.capture_writer import CaptureWriter
 from sinks.store import ParquetStore
 
-SYMBOL = "HBARUSDT"
 SPEED = 30.0
-MINUTE_MS = 60_000
 KLINES_PATH = "/api/v3/klines"
-
-
-def market_truth(market: SyntheticMarket, frame: pl.DataFrame) -> pl.DataFrame:
-    """The market's final 1m rows for the open times `frame` spans, as a klines frame."""
-    opens = frame["timestamp"].dt.epoch("ms")
-    first, last = opens.min(), opens.max()
-    assert isinstance(first, int)
-    assert isinstance(last, int)
-    rows = market.klines(SYMBOL, "1m", first, last, (last - first) // MINUTE_MS + 1)
-    return pl.DataFrame(
-        {
-            "timestamp": [r[0] for r in rows],
-            **{
-                name: [float(str(r[i])) for r in rows]
-                for i, name in enumerate(["open", "high", "low", "close", "volume"], 1)
-            },
-        }
-    ).with_columns(pl.col("timestamp").cast(pl.Datetime("ms", "UTC")))
-
-
-def contiguous(frame: pl.DataFrame) -> bool:
-    steps = frame["timestamp"].dt.epoch("ms").diff().drop_nulls()
-    return bool((steps == MINUTE_MS).all())
 
 
 async def run_once(
@@ -62,21 +38,16 @@ async def run_once(
     store: ParquetStore | None = None,
     store_books: bool = False,
 ) -> LiveRun:
-    rest_url, ws_url = urls
-    live = LiveRun(
-        [SYMBOL],
-        rest_url=rest_url,
-        ws_url=ws_url,
-        deadline=time.monotonic() + seconds,
-        clock_ns=lambda: market.clock.now_ms() * 1_000_000,
-        ws_options={"backoff_base": 0.2},
+    # Flushed often: a run of a few seconds must reach the store more than once.
+    return await run_for(
+        urls,
+        market,
+        seconds,
         capture=capture,
         store=store,
         store_books=store_books,
         flush_interval=0.2,
     )
-    await live.run()
-    return live
 
 
 @pytest.mark.asyncio

@@ -31,6 +31,7 @@ from operators import (
     Ignored,
     local_book,
 )
+from operators.events import REPLACED_REASON
 from sinks.book_frame import BookFrame
 from sinks.rolling_frame import new_frame
 from sinks.schemas import BOOK
@@ -353,6 +354,21 @@ def test_a_disconnect_marks_stale_and_asks_once_the_new_stream_is_live() -> None
     }
     got, want = marbles("-s-a-d-c-e-S", lookup, "---u-k---r-v")
     assert got == want
+
+
+def test_a_switchover_close_keeps_the_book_in_sync() -> None:
+    # The retired socket's successor already delivers the same diff sequence.
+    events: list[object] = [
+        snap(100, BID, ASK, t=1),
+        diff(101, 101, b={"0.07110000": "1.00000000"}, t=2),
+        Disconnected(1, 1000, REPLACED_REASON, 3),
+        diff(101, 101, b={"0.07110000": "1.00000000"}, t=4),  # the overlap, a repeat
+        diff(102, 102, a={"0.07250000": "1.00000000"}, t=5),
+    ]
+    out = run(events)
+    assert not any(isinstance(e, BookResync) for e in out)
+    assert fold(out).update_id == 102
+    assert not fold(out).stale
 
 
 def test_a_disconnect_while_waiting_forgets_the_buffered_diffs() -> None:
