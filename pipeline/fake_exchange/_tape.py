@@ -144,6 +144,15 @@ class _Minutes(NamedTuple):
     last_lots: I64
 
 
+_WHOLE_DAYS: dict[tuple[SymbolProfile, int, int], Agg] = {}
+"""(profile, seed, day) -> that day's candle, shared by every tape of the process.
+
+A day's candle is drawn from its 86,400 seconds (some 20 ms); a 1d preload asks
+for 61 of them, and every market a test or demo builds would draw them again.
+The tape is a pure function of (profile, seed), so one entry serves them all.
+"""
+
+
 class Tape:
     """The deterministic per-second trades of one symbol."""
 
@@ -156,7 +165,6 @@ class Tape:
         self._anchors = self._draw_anchors()
         self._days: _Lru[int, _Day] = _Lru(4, self._draw_day)
         self._minutes: _Lru[int, _Minutes] = _Lru(96, self._summarise_minutes)
-        self._whole_days: dict[int, Agg] = {}
 
     # ------------------------------------------------------------------ drawing
     def _draw_anchors(self) -> npt.NDArray[np.float64]:
@@ -243,9 +251,10 @@ class Tape:
 
     def _day_parts(self, day: int, a: int, b: int) -> list[Agg]:
         if a == 0 and b == DAY_S:
-            whole = self._whole_days.get(day)
+            key = (self.profile, self.seed, day)
+            whole = _WHOLE_DAYS.get(key)
             if whole is None:
-                whole = self._whole_days[day] = self._minute_range(day, 0, DAY_S // MINUTE_S)
+                whole = _WHOLE_DAYS[key] = self._minute_range(day, 0, DAY_S // MINUTE_S)
             return [whole]
         m0, m1 = -(-a // MINUTE_S), b // MINUTE_S
         if m0 >= m1:
