@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo replay fake-exchange test lint bench clean
+.PHONY: demo replay fake-exchange test lint bench bench-live clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/replay_throughput.py
+
+# Frames/s and receipt-to-frame latency against the fake exchange over loopback (~2 min).
+bench-live: $(STAMP)
+	$(BIN)/python benchmarks/live_loopback.py
 
 clean:
 	rm -rf $(VENV) out .mypy_cache .ruff_cache .pytest_cache

@@ -174,3 +174,84 @@ def test_materialisation_and_memory_are_measured(run: tuple[str, dict[str, Any]]
     assert peaks["pipeline_process"] == memory["peak_rss_mb"]
     assert peaks["benchmark_process"] > 0
     assert all(math.isfinite(x) for x in results["environment"]["load_average"])
+
+
+# ---------------------------------------------------------------- live loopback
+LIVE_BENCHMARK = ROOT / "benchmarks" / "live_loopback.py"
+LIVE_SYMBOLS = 10
+
+
+@pytest.fixture(scope="module")
+def live_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
+    """`live_loopback.py --quick` (fewer symbols): its printed report and `--json` results."""
+    out = tmp_path_factory.mktemp("live") / "results.json"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(LIVE_BENCHMARK),
+            "--quick",
+            "--symbols",
+            str(LIVE_SYMBOLS),
+            "--seconds",
+            "0.5",
+            "--hbar-seconds",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        cwd=ROOT,
+        env=env,
+        check=False,
+        timeout=110,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    results: dict[str, Any] = orjson.loads(out.read_bytes())
+    return done.stdout.decode(), results
+
+
+# Four fake exchanges start (imports and all) and 100-odd sockets open: on a busy
+# shared machine that alone can take half a minute.
+@pytest.mark.timeout(120)
+def test_live_report_names_every_scenario_and_contender(
+    live_run: tuple[str, dict[str, Any]],
+) -> None:
+    report, results = live_run
+    for label in (
+        "HBAR, natural pace",
+        "HBAR, flat out",
+        f"{LIVE_SYMBOLS} symbols, natural pace",
+        f"{LIVE_SYMBOLS} symbols, flat out",
+        "floor",
+        "pipeline",
+        "pipeline/floor",
+        "p99 <= 100 µs",
+    ):
+        assert label in report
+    assert results["floor"] in report
+    assert "orjson.loads(raw.data)" in results["floor"]
+
+
+@pytest.mark.timeout(120)
+def test_live_figures_are_sane(live_run: tuple[str, dict[str, Any]]) -> None:
+    _, results = live_run
+    scenarios = results["scenarios"]
+    assert list(scenarios) == ["hbar", "hbar_fast", "many", "many_fast"]
+    assert scenarios["hbar"]["symbols"] == 1
+    assert scenarios["many"]["symbols"] == LIVE_SYMBOLS
+    for sc in scenarios.values():
+        for c in sc["contenders"].values():
+            assert c["frames"] > 0
+            assert c["frames_per_s"] > 0
+            assert c["frames"] == sum(c["mix"].values())
+            assert c["mix"]["depth20"] > 0
+            lat = c["latency_us"]
+            assert lat["n"] == c["frames"]
+            assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+            # The subscriber's own time is part of the receipt-to-return latency.
+            assert 0 < c["in_subscriber_us"]["p50"] <= lat["max"]
+            assert 0 <= c["gc_frames"] <= c["frames"]
+            assert c["client_cpu_us_per_frame"] > 0
+        assert all(r is None or r > 0 for r in sc["ratios"].values())

@@ -218,3 +218,30 @@ async def test_clock_starts_where_told_runs_at_speed_and_jumps() -> None:
     await asyncio.sleep(0.01)
     clock.advance(3_600_000)
     await asyncio.wait_for(sleeper, 1.0)
+
+
+@pytest.mark.asyncio
+async def test_a_stream_behind_a_fast_clock_still_lets_the_loop_run() -> None:
+    # Frames are due faster than they can be built: the producer must yield
+    # anyway, or the server's writers (and its shutdown) would never run.
+    market = SyntheticMarket(["HBARUSDT"], clock=Clock(speed=1_000_000.0))
+    spec = parse_stream("hbarusdt@depth20@100ms")
+    assert spec is not None
+    stream = market.stream(spec)
+    assert stream is not None
+    turns = 0
+
+    async def other_task() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_task())
+    frames = 0
+    async for _ in stream:
+        frames += 1
+        if frames == 20:
+            break
+    other.cancel()
+    assert turns >= 10

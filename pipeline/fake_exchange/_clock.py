@@ -78,10 +78,16 @@ class Clock:
         return market_ms / 1000.0 / self._speed
 
     async def sleep_until(self, market_ms: int) -> None:
-        """Sleep until the market time reaches `market_ms` (returns at once if it has).
+        """Sleep until the market time reaches `market_ms` (one turn of the loop if it has).
 
         A jump (`advance`) or a new `speed` wakes the sleeper early to re-measure.
+        It always yields to the event loop at least once: a producer that has
+        fallen behind a sped-up clock must still let the socket writers (and
+        the server's shutdown) run, not loop on frames already due forever.
         """
+        if self.wall_seconds(market_ms - self.now_ms()) <= 0:
+            await asyncio.sleep(0)
+            return
         while (delay := self.wall_seconds(market_ms - self.now_ms())) > 0:
             changed = self._changed
             with contextlib.suppress(TimeoutError):
