@@ -38,7 +38,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -56,11 +56,11 @@ from operators.events import (
 )
 from pipeline.book_snapshots import SnapshotFetcher, answer_resyncs
 from pipeline.config import FeedConfig
-from pipeline.errors import PipelineError, UsageError
+from pipeline.errors import UsageError
 from pipeline.fault_summary import faults_line
 from pipeline.feed import KLINE_BUFFERS, Feed
 from pipeline.local_book import LocalBooks
-from pipeline.repair import Holdback, KlineRepairer
+from pipeline.repair import Holdback, KlineRepairer, guarded
 from pipeline.rest import RestClient
 from pipeline.stats import RunStats
 from pipeline.venues import BINANCE_US, Venue
@@ -464,7 +464,7 @@ class LiveRun:
         await asyncio.sleep(period + offset)
         while True:
             self.counters.polls += 1
-            await self._guarded(rest.klines(symbol, interval, limit=POLL_LIMIT), "poll")
+            await guarded(rest.klines(symbol, interval, limit=POLL_LIMIT), "poll", self.counters)
             await asyncio.sleep(period)
 
     def _spawn(self, work: Coroutine[object, object, None]) -> None:
@@ -475,15 +475,6 @@ class LiveRun:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def _guarded(self, request: Awaitable[object], what: str) -> bool:
-        try:
-            await request
-        except PipelineError as exc:
-            self.counters.failed_requests += 1
-            log.warning("%s failed: %s", what, exc)
-            return False
-        return True
 
     # ------------------------------------------------------------ summary
     def summary(self) -> str:

@@ -27,7 +27,7 @@ from pipeline.errors import PipelineError
 from pipeline.feed import Feed
 from pipeline.rest import RestClient
 
-__all__ = ["Holdback", "KlineRepairer", "RepairCounters", "RepairCounts"]
+__all__ = ["Holdback", "KlineRepairer", "RepairCounters", "RepairCounts", "guarded"]
 
 log = logging.getLogger(__name__)
 
@@ -235,11 +235,16 @@ class KlineRepairer:
             self._repairing.discard(gap)
 
     async def _guarded(self, request: Awaitable[object], what: str) -> bool:
-        try:
-            await request
-        except PipelineError as exc:
-            self.counters.failed_requests += 1
-            log.warning("%s failed: %s", what, exc)
-            return False
-        log.debug("%s done", what)
-        return True
+        return await guarded(request, what, self.counters)
+
+
+async def guarded(request: Awaitable[object], what: str, counters: RepairCounts) -> bool:
+    """Await a REST `request`; a failure is counted and logged, not raised (the feed goes on)."""
+    try:
+        await request
+    except PipelineError as exc:
+        counters.failed_requests += 1
+        log.warning("%s failed: %s", what, exc)
+        return False
+    log.debug("%s done", what)
+    return True

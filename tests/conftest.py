@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def restore_logging() -> Iterator[None]:
-    """Put the root logger's handlers and level back after a test that configures logging.
+    """Put the root logger's handlers and level back after every test (some configure it).
 
     The CLI configures logging on its way in; without this, its handlers would
     write into the captured streams of later tests.

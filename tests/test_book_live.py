@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
@@ -38,17 +37,6 @@ LEVELS = 100
 DEPTH = "/api/v3/depth"
 SMALL = FeedConfig(capacities={"klines_1m": 2, "klines_1h": 2, "klines_1d": 2})
 """Short preloads: the synthetic market's long ones are slow on a busy machine."""
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    import logging
-
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def true_book(market: SyntheticMarket, update_id: int) -> pl.DataFrame:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -17,16 +15,6 @@ from pipeline.cli import main, sample_capture
 ROOT = Path(__file__).resolve().parents[1]
 M0 = 1_700_000_040_000
 TICK = ("1.25", "3", "1.26", "1", "1.255", "0.5", "1000", "1255")
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    # `main` configures the root logger, as a program does; put it back.
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture

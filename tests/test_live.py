@@ -27,8 +27,6 @@ from sinks.schemas import KLINES
 
 SPEED = 30.0
 
-pytestmark = pytest.mark.usefixtures("restore_logging")
-
 
 @pytest.mark.asyncio
 async def test_a_run_fills_every_frame() -> None:
