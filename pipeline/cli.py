@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from pipeline.config import FeedConfig, parse_buffer_sizes
 from pipeline.errors import PipelineError, UsageError
@@ -323,21 +323,28 @@ def _run_run(args: argparse.Namespace) -> int:
 
     @contextlib.asynccontextmanager
     async def setup() -> AsyncIterator[LiveRun]:
-        capture, store = _open_sinks(args)
         yield LiveRun(
             args.symbol or ["HBARUSDT"],
             venue=venue,
             rest_url=args.rest_url,
             ws_url=args.ws_url,
             config=config,
-            deadline=_deadline(args.duration),
-            capture=capture,
-            store=store,
-            store_books=args.store_books,
-            book=args.book,
+            **_shared_run_options(args),
         )
 
     return _live(setup, args.dump, args.view)
+
+
+def _shared_run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The `LiveRun` options `run` and `demo` share; opens the capture and the store."""
+    capture, store = _open_sinks(args)
+    return {
+        "deadline": _deadline(args.duration),
+        "capture": capture,
+        "store": store,
+        "store_books": args.store_books,
+        "book": args.book,
+    }
 
 
 def _deadline(duration: float | None) -> float | None:
@@ -433,18 +440,13 @@ def _run_demo(args: argparse.Namespace) -> int:
         print(f"{PROG} demo: fake exchange at {rest_url} (market clock x{DEMO_SPEED:g}), "
               f"running for {args.duration:g} s", file=sys.stderr)  # fmt: skip
         try:
-            capture, store = _open_sinks(args)
             yield LiveRun(
                 ["HBARUSDT"],
                 rest_url=rest_url,
                 ws_url=ws_url,
-                deadline=_deadline(args.duration),
                 # Receive times on the market's clock, so REST finality holds at any speed.
                 clock_ns=lambda: market.clock.now_ms() * 1_000_000,
-                capture=capture,
-                store=store,
-                store_books=args.store_books,
-                book=args.book,
+                **_shared_run_options(args),
             )
         finally:
             await exchange.stop()
