@@ -7,6 +7,7 @@ load what it kept and fetch over REST only what is missing; a store survives
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
@@ -158,6 +159,64 @@ def test_kill_9_leaves_no_torn_store_file(tmp_path: Path) -> None:
         assert store.read(SYMBOL, "klines_1m").height >= 60
     # The capture replays up to the last flush (a torn last line counts as one bad line).
     assert replay(tmp_path / "c.jsonl").stats.messages > 100
+
+
+@pytest.mark.asyncio
+async def test_kill_9_then_restart_keeps_every_closed_kline_once(tmp_path: Path) -> None:
+    """After kill -9 and a restart, the store holds what a run that never stopped would."""
+    market = SyntheticMarket([SYMBOL], clock=Clock(speed=SPEED))
+    exchange = FakeExchange(market)
+    urls = await exchange.start()
+    root = tmp_path / "store"
+    clock = market.clock
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(Path(__file__).with_name("live_child.py")),
+        *urls,
+        str(root),
+        # The market clock's origin, so the child stamps receive times on it too.
+        repr(clock.now_ms()),
+        repr(time.monotonic()),
+        repr(SPEED),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert child.stdout is not None
+        async with asyncio.timeout(30):
+            assert await child.stdout.readline() == b"ready\n"
+        # A 1m candle closes every 2 s at 30x: let a few reach the store, then kill.
+        first_close = clock.now_ms() // MINUTE_MS * MINUTE_MS + MINUTE_MS
+        while clock.now_ms() < first_close + 3 * MINUTE_MS + 500:
+            await asyncio.sleep(0.05)
+    finally:
+        child.kill()
+        await child.wait()
+    assert child.returncode == -signal.SIGKILL
+    try:
+        for file in root.glob("symbol=*/buffer=*/date=*/*.parquet"):
+            pl.read_parquet(file)  # every file whole
+        with ParquetStore(root, read_only=True) as reader:
+            killed_at = reader.read(SYMBOL, "klines_1m")
+        assert killed_at.height > 60
+        # Ten market minutes pass while nothing runs; then the restart backfills them.
+        market.clock.advance(10 * MINUTE_MS)
+        restarted = await run_once(urls, market, 2.0, store=ParquetStore(root))
+    finally:
+        await exchange.stop()
+    assert restarted.feed is not None
+    with ParquetStore(root, read_only=True) as reader:
+        stored = reader.read(SYMBOL, "klines_1m")
+    # Every closed candle from the first stored one to the last closed one, once,
+    # as the market made them: what a run that never stopped would have stored.
+    last_closed = market.clock.now_ms() // MINUTE_MS * MINUTE_MS - MINUTE_MS
+    newest = stored["timestamp"].dt.epoch("ms").max()
+    assert isinstance(newest, int)
+    assert newest >= last_closed - MINUTE_MS
+    assert stored["timestamp"].is_unique().all()
+    assert contiguous(stored)
+    assert stored.height >= killed_at.height + 10
+    assert_frame_equal(stored, market_truth(market, stored))
+    assert_frame_equal(stored.tail(60), restarted.feed.snapshot()[SYMBOL]["klines_1m"])
 
 
 @pytest.mark.parametrize(
