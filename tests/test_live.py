@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import polars as pl
 import pytest
 from live_helpers import SYMBOL, contiguous, market_clock_ns, market_truth, run_against
 from polars.testing import assert_frame_equal
@@ -23,7 +24,9 @@ from pipeline.cli import main
 from pipeline.errors import UnknownSymbolError
 from pipeline.fake_exchange import Clock, FakeExchange, Faults, SyntheticMarket
 from pipeline.live import LiveRun
+from pipeline.replay import replay
 from sinks.schemas import KLINES
+from sinks.store import ParquetStore
 
 SPEED = 30.0
 
@@ -183,8 +186,10 @@ def test_cli_unknown_symbol_exits_2_with_one_line(
 
 
 def test_sigterm_stops_gracefully(tmp_path: Path) -> None:
+    capture, store = tmp_path / "capture.jsonl.gz", tmp_path / "store"
+    options = ["--dump", str(tmp_path), "--capture", str(capture), "--store", str(store)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "demo", "--duration", "60", "--dump", str(tmp_path)],
+        [sys.executable, "-m", "pipeline", "demo", "--duration", "60", *options],
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -196,3 +201,12 @@ def test_sigterm_stops_gracefully(tmp_path: Path) -> None:
     assert proc.returncode == 0, err
     assert "frames HBARUSDT: klines_1m 60/60" in err
     assert (tmp_path / SYMBOL / "klines_1h.parquet").exists()
+    # The capture was closed whole (a gzip stream cut short would not read) and
+    # the store flushed: both hold what the run saw.
+    replayed = replay(capture)
+    assert replayed.stats.lines is not None
+    assert replayed.stats.lines.bad == 0
+    dumped = pl.read_parquet(tmp_path / SYMBOL / "klines_1h.parquet")
+    assert_frame_equal(replayed.snapshot()[SYMBOL]["klines_1h"], dumped)
+    with ParquetStore(store, read_only=True) as reader:
+        assert reader.read(SYMBOL, "klines_1h").height == 72
