@@ -63,7 +63,7 @@ class OrderBookFrame(RollingFrame[BookSnapshot]):
         self._rows = 0
         # The side and level columns depend only on the sequence of (bids, asks)
         # counts, which stays the same from read to read on a steady 20x20 feed.
-        # One attribute, replaced whole: builders run outside the lock.
+        # One attribute, replaced whole: builders may run on several reader threads.
         self._layout: tuple[bytes, pl.Series, pl.Series] = (b"", _EMPTY_SIDE, _EMPTY_LEVEL)
 
     def __len__(self) -> int:

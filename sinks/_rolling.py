@@ -8,6 +8,7 @@ storage out cheaply (`_snapshot`) and how to turn the copy into a Polars frame
 from __future__ import annotations
 
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, Generic, TypeVar, cast
@@ -62,9 +63,12 @@ class RollingFrame(ABC, Generic[E]):
 
     Writes go to columnar storage (no Polars work per event). The frame is built
     only when read, cached until the next change, and every read returns its own
-    copy. `write` and `get` may run on different threads: storage is copied out
-    under a lock and the Polars frame is built outside it, so a reader never holds
-    up a writer for longer than that copy.
+    copy. `get` may run on any thread while one thread writes: writes take no
+    lock (a sequence counter, odd while a write is under way, costs less than a
+    mutex on every event); a reader copies the storage out and keeps the copy
+    only if no write began or ran meanwhile, else copies again, so it always
+    sees whole writes and never holds up the writer. Writes from several threads
+    at once must be serialised by the caller (the feed writes from one).
 
     Attributes:
         name: the buffer name (`klines_1m`, `order_book`, ...).
@@ -82,6 +86,9 @@ class RollingFrame(ABC, Generic[E]):
         self.schema = schema
         self.capacity = capacity
         self.version = 0
+        # Odd while a write is under way (see `write` and `_read_storage`).
+        self._seq = 0
+        # Guards the cache only: readers on several threads; writers never take it.
         self._lock = threading.Lock()
         # Version ticks; frames are built only when a subscriber's delivery runs.
         self._ticks: Subject[int] = Subject()
@@ -91,11 +98,15 @@ class RollingFrame(ABC, Generic[E]):
     # ------------------------------------------------------------------ subclass hooks
     @abstractmethod
     def _apply(self, event: E) -> bool:
-        """Change the storage for `event` (called under the lock); False if it was a no-op."""
+        """Change the storage for `event`; False if it was a no-op."""
 
     @abstractmethod
     def _snapshot(self) -> Any:
-        """A cheap copy of the storage that no later write can change (under the lock)."""
+        """A cheap copy of the storage that no later write can change.
+
+        May run while a write is under way on another thread: the copy is then
+        discarded (and an exception it raises ignored) and taken again.
+        """
 
     @abstractmethod
     def _build(self, snapshot: Any) -> pl.DataFrame:
@@ -108,10 +119,13 @@ class RollingFrame(ABC, Generic[E]):
     # ------------------------------------------------------------------ public API
     def write(self, event: E) -> bool:
         """Fold one event in; True if the frame changed, False if the event was a no-op."""
-        with self._lock:
+        self._seq += 1
+        try:
             if not self._apply(event):
                 return False
             self.version = version = self.version + 1
+        finally:
+            self._seq += 1
         if self._ticks.observers:  # an idle frame pays nothing for publishing
             self._ticks.on_next(version)
         return True
@@ -189,13 +203,29 @@ class RollingFrame(ABC, Generic[E]):
         return Observable(subscribe)
 
     # ------------------------------------------------------------------ internals
+    def _read_storage(self) -> tuple[int, Any]:
+        """The version and `_snapshot()` (None when empty), copied while no write ran."""
+        while True:
+            seq = self._seq
+            if not seq & 1:
+                version = self.version
+                try:
+                    snapshot = self._snapshot() if len(self) else None
+                except Exception:
+                    if self._seq == seq:
+                        raise
+                    continue  # storage changed under the copy: a torn read, retried
+                if self._seq == seq:
+                    return version, snapshot
+            # A write is under way on another thread: let it finish.
+            time.sleep(0)
+
     def _versioned_get(self) -> tuple[int, pl.DataFrame]:
         with self._lock:
-            version = self.version
             cache = self._cache
-            if cache is not None and self._cache_version == version:
-                return version, cache.clone()
-            snapshot = self._snapshot() if len(self) else None
+            if cache is not None and self._cache_version == self.version:
+                return self._cache_version, cache.clone()
+        version, snapshot = self._read_storage()
         frame = pl.DataFrame(schema=self.schema) if snapshot is None else self._build(snapshot)
         with self._lock:
             if version > self._cache_version:
