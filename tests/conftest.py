@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -20,3 +21,15 @@ def restore_logging() -> Iterator[None]:
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
+def process_start_is_test_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--duration` counts from the process start; for in-process `main()` calls, the test's.
+
+    Otherwise a `demo --duration 3` late in the suite would end right after its
+    preload, and its frames would depend on where in the suite it ran.
+    """
+    import pipeline.cli
+
+    monkeypatch.setattr(pipeline.cli, "_PROCESS_START", time.monotonic())

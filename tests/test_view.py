@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-import pipeline.cli as cli_module
 import pipeline.view as view_module
 from operators.events import BookSnapshot
 from pipeline.cli import main
@@ -383,8 +382,6 @@ def test_cli_prints_status_lines_off_a_terminal_and_ends_them_before_the_summary
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(view_module, "STATUS_INTERVAL", 0.5)
-    # `--duration` counts from the process start: from now, for this in-process run.
-    monkeypatch.setattr(cli_module, "_PROCESS_START", time.monotonic())
     assert main(["demo", "--duration", "3"]) == 0
     err = capsys.readouterr().err.splitlines()
     status = [i for i, line in enumerate(err) if line.startswith("hbar-data: ")]
