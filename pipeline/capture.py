@@ -59,6 +59,7 @@ __all__ = [
     "jsonl_message",
     "merge_messages",
     "open_capture",
+    "push_merged",
     "read_capture",
     "seconds_to_ns",
 ]
@@ -71,6 +72,8 @@ CaptureFormat: TypeAlias = Literal["jsonl", "cryptofeed"]
 GZIP_MAGIC: Final = b"\x1f\x8b"
 ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
 _READ_SIZE: Final = 1 << 16
+_PLAIN_BUFFER: Final = 1 << 16
+"""A plain file's read buffer: at the default 8 KiB, refilling costs ~0.9 µs a line."""
 _SNIFF_BYTES: Final = 1 << 16
 _MAX_LOGGED_TEXT: Final = 200
 _KINDS: Final = frozenset({"ws", "rest", "open", "close"})
@@ -124,7 +127,8 @@ def seconds_to_ns(text: bytes | str) -> int:
 def _decompressed(path: Path) -> Iterator[tuple[io.BufferedIOBase, str]]:
     """`path` opened for reading decompressed bytes; the compression comes from magic bytes."""
     try:
-        raw = open(path, "rb")  # noqa: SIM115 - closed by the `with` below
+        # Closed by the `with` below.
+        raw = io.BufferedReader(io.FileIO(path, "rb"), buffer_size=_PLAIN_BUFFER)
     except OSError as exc:
         raise CaptureError(f"cannot open capture {str(path)!r}: {exc.strerror or exc}") from exc
     with raw:
@@ -189,7 +193,7 @@ class Capture:
 
     def messages(
         self, counts: LineCounts | None = None, conn_ids: Callable[[], int] | None = None
-    ) -> Iterator[RawMessage]:
+    ) -> Generator[RawMessage, None, None]:
         """Yield the file's messages in file order, counting every line in `counts`.
 
         `conn_ids`, when given, replaces each connection id of the file by a fresh one
@@ -200,6 +204,32 @@ class Capture:
         read = _jsonl_messages if self.format == "jsonl" else _cryptofeed_messages
         # One generator from file to message: a `yield from` layer costs ~0.1 µs a line.
         return read((), self.path.name, counts, conn_ids, self.path)
+
+    def push_messages(
+        self,
+        push: Callable[[RawMessage], object],
+        counts: LineCounts | None = None,
+        advance: Callable[[int], object] | None = None,
+    ) -> None:
+        """Call `advance(msg.t)` (when given) then `push(msg)` for each message in file order.
+
+        The same messages, ids and counts as `messages()`, without a generator
+        between the file and `push` (for JSON Lines; ~0.5 µs a message less than
+        iterating). Whatever `push` or `advance` raises propagates unchanged, and
+        the lines read so far are counted in `counts` on the way out.
+        """
+        counts = counts if counts is not None else LineCounts()
+        if self.format == "jsonl":
+            _jsonl_push(self.path, counts, push, advance)
+            return
+        messages = self.messages(counts)
+        try:
+            for msg in messages:
+                if advance is not None:
+                    advance(msg.t)
+                push(msg)
+        finally:
+            messages.close()
 
     def __repr__(self) -> str:
         return f"Capture({str(self.path)!r}, format={self.format}, compression={self.compression})"
@@ -247,20 +277,11 @@ def _jsonl_messages(
                         msg = _jsonl_other(obj, t, kind, ids, conn_ids)
                 except orjson.JSONDecodeError:
                     others += 1
-                    if not line.strip():
-                        counts.blank += 1
-                    else:
-                        counts.add_bad(f"{name}:{lineno}", "invalid JSON", line)
+                    _jsonl_not_json(counts, f"{name}:{lineno}", line)
                     continue
                 except (KeyError, TypeError, ValueError) as exc:
                     others += 1
-                    if type(obj) is not dict:
-                        reason = f"a capture line must be a JSON object, not {type(obj).__name__}"
-                    elif isinstance(exc, KeyError):
-                        reason = f"missing field {exc}"
-                    else:
-                        reason = str(exc)
-                    counts.add_bad(f"{name}:{lineno}", reason, line)
+                    _jsonl_bad(counts, f"{name}:{lineno}", line, obj, exc)
                     continue
                 yield msg
         except _DECOMPRESSION_ERRORS as exc:
@@ -271,6 +292,85 @@ def _jsonl_messages(
             # Counted once per file rather than per line: this loop is on the hot path.
             counts.lines += lineno
             counts.messages += lineno - others
+
+
+def _jsonl_push(
+    path: Path,
+    counts: LineCounts,
+    push: Callable[[RawMessage], object],
+    advance: Callable[[int], object] | None,
+) -> None:
+    """`_jsonl_messages` of the file at `path` (ids kept), each passed to `push`.
+
+    The loop of `_jsonl_messages` with `advance(t); push(msg)` in place of the
+    `yield`: keep the two in step (the tests compare them on every kind of line).
+    """
+    name = path.name
+    loads = orjson.loads
+    new = tuple.__new__
+    ids: dict[int, int] = {}
+    lineno = 0
+    others = 0
+    # Set while `advance`/`push` run, so that an OSError of theirs is not taken for
+    # a broken compressed stream (a generator never sees its consumer's errors).
+    pushing = False
+    with _decompressed(path) as (stream, _):
+        try:
+            for line in stream:
+                lineno += 1
+                try:
+                    obj = loads(line)
+                    t = obj["t"]
+                    kind = obj["kind"]
+                    if type(t) is not int:
+                        raise TypeError(f"'t' must be an integer of nanoseconds, not {t!r}")
+                    if kind == "ws":
+                        conn = obj["conn"]
+                        data = obj["data"]
+                        if type(data) is not str or type(conn) is not int:
+                            raise TypeError("'ws' needs an integer 'conn' and a string 'data'")
+                        msg = new(RawMessage, (t, "ws", conn, data, "", 0, ""))
+                    else:
+                        msg = _jsonl_other(obj, t, kind, ids, None)
+                except orjson.JSONDecodeError:
+                    others += 1
+                    _jsonl_not_json(counts, f"{name}:{lineno}", line)
+                    continue
+                except (KeyError, TypeError, ValueError) as exc:
+                    others += 1
+                    _jsonl_bad(counts, f"{name}:{lineno}", line, obj, exc)
+                    continue
+                pushing = True
+                if advance is not None:
+                    advance(t)
+                push(msg)
+                pushing = False
+        except _DECOMPRESSION_ERRORS as exc:
+            if pushing:
+                raise
+            lineno += 1
+            others += 1
+            counts.add_bad(name, f"compressed data breaks off: {exc}", b"")
+        finally:
+            counts.lines += lineno
+            counts.messages += lineno - others
+
+
+def _jsonl_not_json(counts: LineCounts, where: str, line: bytes) -> None:
+    if not line.strip():
+        counts.blank += 1
+    else:
+        counts.add_bad(where, "invalid JSON", line)
+
+
+def _jsonl_bad(counts: LineCounts, where: str, line: bytes, obj: object, exc: Exception) -> None:
+    if type(obj) is not dict:
+        reason = f"a capture line must be a JSON object, not {type(obj).__name__}"
+    elif isinstance(exc, KeyError):
+        reason = f"missing field {exc}"
+    else:
+        reason = str(exc)
+    counts.add_bad(where, reason, line)
 
 
 def jsonl_message(
@@ -345,7 +445,7 @@ def _cryptofeed_messages(
     counts: LineCounts,
     conn_ids: Callable[[], int] | None,
     path: Path | None = None,
-) -> Iterator[RawMessage]:
+) -> Generator[RawMessage, None, None]:
     """The messages of cryptofeed `lines` (or of the file at `path`), counted in `counts`."""
     new = tuple.__new__
     conn = 0
@@ -437,6 +537,34 @@ def merge_messages(
     return heapq.merge(*streams, key=_receive_time)
 
 
+def push_merged(
+    captures: Sequence[Capture],
+    push: Callable[[RawMessage], object],
+    counts: LineCounts | None = None,
+    advance: Callable[[int], object] | None = None,
+) -> None:
+    """`merge_messages(captures, counts)`, each message passed to `advance(msg.t)` then `push`.
+
+    A single capture is read without a generator in between (`Capture.push_messages`).
+    Whatever `push` or `advance` raises propagates; the lines read so far are
+    counted in `counts` either way.
+    """
+    if len(captures) == 1:
+        captures[0].push_messages(push, counts, advance)
+        return
+    ids = _ConnIds()
+    streams = [c.messages(counts, ids.new) for c in captures]
+    try:
+        for msg in heapq.merge(*streams, key=_receive_time):
+            if advance is not None:
+                advance(msg.t)
+            push(msg)
+    finally:
+        # Closing the readers settles their line counts even when interrupted.
+        for stream in streams:
+            stream.close()
+
+
 def _receive_time(msg: RawMessage) -> int:
     return msg.t
 
@@ -465,16 +593,8 @@ def capture_observable(
     ) -> abc.DisposableBase:
         # A replay runs to the end of its captures: the whole read happens inside
         # subscribe, as `reactivex.from_iterable` does on the current thread.
-        on_next = observer.on_next
-        messages = merge_messages(captures, counts)
-        if scheduler is None:
-            for msg in messages:
-                on_next(msg)
-        else:
-            advance = advancer(scheduler)
-            for msg in messages:
-                advance(msg.t)
-                on_next(msg)
+        advance = advancer(scheduler) if scheduler is not None else None
+        push_merged(captures, observer.on_next, counts, advance)
         observer.on_completed()
         return Disposable()
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 from operators.events import RawMessage
-from pipeline.capture import LineCounts, StrPath, merge_messages, open_capture
+from pipeline.capture import LineCounts, StrPath, merge_messages, open_capture, push_merged
 from pipeline.clock import ReplayScheduler
 from pipeline.config import FeedConfig
 from pipeline.errors import CaptureError, UsageError
@@ -66,20 +66,20 @@ def replay(
     scheduler = feed.scheduler
     advance = scheduler.advance_to_ns if isinstance(scheduler, ReplayScheduler) else None
     push = feed.push
-    messages = merge_messages(captures, lines)
     try:
-        if speed is None and advance is not None:
-            for msg in messages:
-                advance(msg.t)
-                push(msg)
+        if speed is None:
+            # The reader calls advance and push itself: no generator, no loop here.
+            push_merged(captures, push, lines, advance)
         else:
-            pace = speed or math.inf
-            _paced(messages, push, advance, pace, sleep or time.sleep, clock or time.monotonic)
+            messages = merge_messages(captures, lines)
+            try:
+                _paced(messages, push, advance, speed, sleep or time.sleep, clock or time.monotonic)
+            finally:
+                # Closing the reader settles its line counts even when interrupted.
+                close = getattr(messages, "close", None)
+                if close is not None:
+                    close()
     finally:
-        # Closing the reader settles its line counts even when interrupted.
-        close = getattr(messages, "close", None)
-        if close is not None:
-            close()
         feed.complete()
     return feed
 
