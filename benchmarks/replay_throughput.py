@@ -62,7 +62,8 @@ _HERE: Final = Path(__file__).resolve().parent
 _ROOT: Final = _HERE.parent
 
 FLOOR: Final = (
-    "for each line of the capture file (opened in binary mode, iterated line by line): "
+    "for each line of the capture file (opened in binary mode with the pipeline reader's "
+    "64 KiB buffer, iterated line by line): "
     "orjson.loads(line), then orjson.loads(record['data']) when the record has a non-empty "
     "'data' (a JSONDecodeError there is caught and counted); both results are discarded: "
     "no field access beyond 'data', no type checks, no events, no frames"
@@ -148,10 +149,13 @@ class Timing:
 # ---------------------------------------------------------------- the contenders
 def floor_pass(path: Path) -> tuple[int, int]:
     """The floor (see `FLOOR`): the lines read, and how many `data` failed to parse."""
+    from pipeline.capture import PLAIN_READ_BUFFER
+
     loads = orjson.loads
     error = orjson.JSONDecodeError
     n = bad = 0
-    with open(path, "rb") as f:
+    # The reader's own buffer size: reading with a smaller one costs ~0.9 µs a line.
+    with open(path, "rb", buffering=PLAIN_READ_BUFFER) as f:
         for line in f:
             data = loads(line).get("data")
             if data:

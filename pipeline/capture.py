@@ -52,6 +52,7 @@ from pipeline.clock import advancer
 from pipeline.errors import CaptureError
 
 __all__ = [
+    "PLAIN_READ_BUFFER",
     "Capture",
     "CaptureFormat",
     "LineCounts",
@@ -72,7 +73,7 @@ CaptureFormat: TypeAlias = Literal["jsonl", "cryptofeed"]
 GZIP_MAGIC: Final = b"\x1f\x8b"
 ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
 _READ_SIZE: Final = 1 << 16
-_PLAIN_BUFFER: Final = 1 << 16
+PLAIN_READ_BUFFER: Final = 1 << 16
 """A plain file's read buffer: at the default 8 KiB, refilling costs ~0.9 µs a line."""
 _SNIFF_BYTES: Final = 1 << 16
 _MAX_LOGGED_TEXT: Final = 200
@@ -128,7 +129,7 @@ def _decompressed(path: Path) -> Iterator[tuple[io.BufferedIOBase, str]]:
     """`path` opened for reading decompressed bytes; the compression comes from magic bytes."""
     try:
         # Closed by the `with` below.
-        raw = io.BufferedReader(io.FileIO(path, "rb"), buffer_size=_PLAIN_BUFFER)
+        raw = io.BufferedReader(io.FileIO(path, "rb"), buffer_size=PLAIN_READ_BUFFER)
     except OSError as exc:
         raise CaptureError(f"cannot open capture {str(path)!r}: {exc.strerror or exc}") from exc
     with raw:
