@@ -26,7 +26,7 @@ Book levels stay strings (see `operators.events.Level`) and are checked without
 converting them.  The frame text is in hand: with its digits deleted it must
 equal the skeleton of the stream's frame for that many levels, a string with
 exactly one dot in every price and quantity; one `bytes.translate` and one
-comparison.  A regex search then excludes a lone `"."`, which Polars cannot cast.
+comparison.  A substring test then excludes a lone `"."`, which Polars cannot cast.
 A frame in another layout (other key order, whitespace, decimals without a dot)
 falls back to re-serialising just the levels (`_levels_ok`), and is accepted by
 the same rule: digits with at most one dot, and at least one digit.
@@ -81,9 +81,9 @@ _DECIMAL = re.compile(r"(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
 """A decimal field read as a float: a JSON number, unsigned, without exponent."""
 _LEVEL_DECIMAL = re.compile(r"[0-9]+\.?[0-9]*|\.[0-9]+")
 """A book level's price or quantity: digits with at most one dot (what `float` reads)."""
-_LONE_DOT = re.compile(rb'"\."').search
-"""Finds a price or quantity that is just a dot, which Polars cannot cast (a regex
-scans the frame faster than `bytes.find` here)."""
+_LONE_DOT: Final = b'"."'
+"""A price or quantity that is just a dot, which Polars cannot cast (`in` scans a
+frame for it in about 0.5 µs less than a regex search, measured on depth20)."""
 _SPEED = re.compile(r"[0-9]+ms")
 _MAX_CACHED_STREAMS: Final = 4096
 """Bound on remembered stream names: a hostile feed cannot grow a parser without limit."""
@@ -153,12 +153,12 @@ def _levels_ok(bids: Any, asks: Any) -> bool:
             _both_sides[(len(bids), len(asks))] = shapes
     shape = text.translate(None, _DIGITS)
     if shape == shapes[0]:  # Binance's own form: exactly one dot in every decimal
-        return _LONE_DOT(text) is None
+        return _LONE_DOT not in text
     return (
         shape.translate(None, b".") == shapes[1]
         and b".." not in shape  # two dots in one string: dots of different ones are apart
         and b'""' not in text
-        and _LONE_DOT(text) is None
+        and _LONE_DOT not in text
     )
 
 
@@ -192,7 +192,7 @@ class _FrameShapes:
     def levels_ok(self, text: str, bids: Any, asks: Any) -> bool:
         raw = text.encode()
         shape = self.shape((len(bids), len(asks)))
-        if raw.translate(None, _DIGITS) == shape and _LONE_DOT(raw) is None:
+        if raw.translate(None, _DIGITS) == shape and _LONE_DOT not in raw:
             return True
         return _levels_ok(bids, asks)
 
@@ -248,7 +248,7 @@ def _partial_handler(stream: str, symbol: str) -> _Handler:
             raw = text.encode()
             if not (
                 raw.translate(None, _DIGITS) == (known.get(counts) or shape_for(counts))
-                and _LONE_DOT(raw) is None
+                and _LONE_DOT not in raw
             ) and not _levels_ok(bids, asks):
                 raise _Bad
         elif not _levels_ok(bids, asks):
@@ -625,6 +625,24 @@ class Parser:
                 return Disconnected(raw.conn, raw.status, raw.data, raw.t)
             return self._bad(raw, f"unknown message kind {_show(kind)}")
         except Exception as exc:  # a parser bug: one message lost, not the stream
+            return self._internal_error(raw, exc)
+
+    def handler(self, stream: str) -> Callable[[Any, int, str], Event] | None:
+        """The cached fast handler of combined-stream `stream`, once a frame of it was parsed.
+
+        `handler(msg["data"], raw.t, raw.data)` is exactly what `parse` tries first
+        for a frame `msg` of that stream: one event, always of the same type and
+        symbol, or an exception, after which `parse_loaded(raw, msg)` gives the
+        answer `parse` would. Lets a caller route by stream name instead of by
+        event (the feed does).
+        """
+        return self._handlers.get(stream)
+
+    def parse_loaded(self, raw: RawMessage, msg: Any) -> Event:
+        """`parse` of a WebSocket `raw` whose text `msg` was already loaded, past the fast path."""
+        try:
+            return self._ws_slow(raw, msg)
+        except Exception as exc:
             return self._internal_error(raw, exc)
 
     def parse_list(self, raw: RawMessage) -> list[Event]:

@@ -22,7 +22,11 @@ checks on arbitrary event sequences that the fused step and the composition
 count, write and publish the same. The 1m gap detector (finals only, about one
 a minute, and a timer) stays a ReactiveX operator behind an `_Inlet`. Chain
 state is made once per symbol and buffer, on first sight of the symbol, so
-every feed (every replay) starts fresh.
+every feed (every replay) starts fresh. A combined-stream frame is routed by its
+stream name: once the parser has handled one frame of a stream, the feed runs the
+parser's handler for that name and hands the event straight to the step its
+events go to (the parser's `handler`/`parse_loaded` split), with no dispatch on
+the event per frame; anything else goes through `Parser.parse` and the dispatch.
 
 Every message and event is counted in `stats` (see `pipeline.stats` for the
 accounting rules). Bad messages are logged (the first few as warnings, the rest
@@ -37,6 +41,7 @@ from collections.abc import Callable, Mapping
 from operator import attrgetter, itemgetter
 from typing import Any, Final, Generic, Protocol, TypeVar
 
+import orjson
 import polars as pl
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
@@ -208,44 +213,64 @@ class Feed:
         self.stats = stats if stats is not None else RunStats()
         self._local_book = local_book
         self._symbols: dict[str, _Symbol] = {}
-        # Hot-path shortcuts: the fused step of each symbol's order book and ticker.
-        self._book_steps: dict[str, Callable[[Any], None]] = {}
-        self._ticker_steps: dict[str, Callable[[Any], None]] = {}
         self._all_events: Subject[Event] = Subject()
         self._gaps: Subject[Gap] = Subject()
         self._connections: Subject[Connected | Disconnected] = Subject()
         self._bad_logged = 0
         self._debug = log.isEnabledFor(logging.DEBUG)
-        self.push: Callable[[RawMessage], None] = self._make_push(Parser().parse)
+        self.push: Callable[[RawMessage], None] = self._make_push(Parser())
         self.error: Exception | None = None
 
     # ------------------------------------------------------------------ the hot path
-    def _make_push(
-        self, parse: Callable[[RawMessage], Event | list[Event]]
-    ) -> Callable[[RawMessage], None]:
+    def _make_push(self, parser: Parser) -> Callable[[RawMessage], None]:
+        parse = parser.parse
+        parse_loaded = parser.parse_loaded
+        handler_of = parser.handler
+        loads = orjson.loads
         symbols = self._symbols
-        book_steps = self._book_steps
-        ticker_steps = self._ticker_steps
         stats = self.stats
         add_symbol = self._add_symbol
         slow = self._slow
+        route = self._route
+        # Combined-stream name -> (the parser's fast handler, the step its events
+        # go to). A stream's handler always gives one event type for one symbol
+        # (and interval), so the step is known from the name: no dispatch on the
+        # event per frame. Filled on the first frame of a stream the parser
+        # handled; bounded because the parser's handler cache is.
+        routes: dict[str, tuple[Callable[[Any, int, str], Event], Callable[[Any], Any]]] = {}
 
         def push(raw: RawMessage) -> None:
             """Feed one raw message through the pipeline."""
             stats.messages += 1
             # Typed loosely on purpose: dispatch is by exact type, checked once.
-            out: Any = parse(raw)
+            out: Any
+            try:
+                msg = loads(raw.data) if raw.kind == "ws" else None
+            except Exception:  # invalid JSON (or not a RawMessage): `parse` explains
+                msg = None
+            if msg is None:
+                out = parse(raw)
+            else:
+                # The parser's own fast path (`Parser.parse`), the step chosen by name.
+                try:
+                    handler, step = routes[msg["stream"]]
+                    event = handler(msg["data"], raw.t, raw.data)
+                except Exception:  # a new stream, a raw payload, or a broken layout
+                    out = parse_loaded(raw, msg)
+                    if type(out) is not BadMessage and type(msg) is dict:
+                        learn(msg.get("stream"), out)
+                else:
+                    step(event)
+                    return
             cls = type(out)
             # The common cases inline: one dict lookup, then the chain's fused step,
             # which counts the event read (`_Chain.step`).
             if cls is BookSnapshot:
                 if out.source == "ws":  # a literal: no global look-up per frame
-                    step = book_steps.get(out.symbol) or add_symbol(out.symbol).order_book.step
-                    step(out)
+                    (symbols.get(out.symbol) or add_symbol(out.symbol)).order_book.step(out)
                     return
             elif cls is Ticker:
-                step = ticker_steps.get(out.symbol) or add_symbol(out.symbol).ticker.step
-                step(out)
+                (symbols.get(out.symbol) or add_symbol(out.symbol)).ticker.step(out)
                 return
             elif cls is Kline:
                 s = symbols.get(out.symbol) or add_symbol(out.symbol)
@@ -254,6 +279,26 @@ class Feed:
                     kline_chain.step(out)
                     return
             slow(raw, out)
+
+        def learn(name: Any, event: Any) -> None:
+            """Remember the route of stream `name`, whose handler just gave `event`."""
+            handler = handler_of(name) if type(name) is str else None
+            if handler is None:
+                return
+            step: Callable[[Any], Any] = route
+            cls = type(event)
+            if cls is BookSnapshot or cls is Ticker or cls is Kline:
+                s = symbols.get(event.symbol) or add_symbol(event.symbol)
+                if cls is BookSnapshot:
+                    if event.source == KIND_WS:
+                        step = s.order_book.step
+                elif cls is Ticker:
+                    step = s.ticker.step
+                else:
+                    kline_chain = s.klines.get(event.interval)
+                    if kline_chain is not None:
+                        step = kline_chain.step
+            routes[name] = (handler, step)
 
         return push
 
@@ -388,8 +433,6 @@ class Feed:
         s.ticker.step = monotonic_step(
             _EVENT_TIME, s.ticker.ws, s.ticker.rest, self._outlet(s, s.ticker)
         )
-        self._book_steps[symbol] = s.order_book.step
-        self._ticker_steps[symbol] = s.ticker.step
         if self._local_book is not None:
             s.book = self._local_book(symbol, self.scheduler)
             s.frames["book"] = s.book.frame
