@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-import pipeline.view as view_module
+import pipeline.view._terminal as view_module
 from operators.events import BookSnapshot
 from pipeline.cli import main
 from pipeline.fake_exchange import Clock, FakeExchange, SyntheticMarket
@@ -40,7 +40,7 @@ from pipeline.view import (
     status_line,
     view_mode,
 )
-from pipeline.view import _top as _top  # the book reader, tested on its own
+from pipeline.view._state import _top as _top  # the book reader, tested on its own
 from sinks.rolling_frame import new_frame
 
 SYMBOL = "HBARUSDT"
