@@ -29,9 +29,8 @@ events go to (the parser's `handler`/`parse_loaded` split), with no dispatch on
 the event per frame; anything else goes through `Parser.parse` and the dispatch.
 
 Every message and event is counted in `stats` (see `pipeline.stats` for the
-accounting rules). Bad messages are logged (the first few as warnings, the rest
-at debug level) and counted, never folded; nothing a message contains can stop
-the feed.
+accounting rules). Bad messages are counted and logged at debug level, never
+folded; nothing a message contains can stop the feed.
 """
 
 from __future__ import annotations
@@ -79,8 +78,6 @@ KLINE_BUFFERS: Final = {"1m": "klines_1m", "1h": "klines_1h", "1d": "klines_1d"}
 GAP_CHECKED: Final = frozenset({"1m"})
 """Intervals whose finals come over the WebSocket, so a missing one is a gap to report."""
 
-MAX_LOGGED_BAD: Final = 10
-"""Bad messages logged as warnings; later ones go to the debug log."""
 
 _KLINE_KEY: Final = itemgetter(slice(2, 10))
 """open_time, close_time, OHLCV and `final`: an exact repeat of a kline has the same key.
@@ -216,7 +213,6 @@ class Feed:
         self._all_events: Subject[Event] = Subject()
         self._gaps: Subject[Gap] = Subject()
         self._connections: Subject[Connected | Disconnected] = Subject()
-        self._bad_logged = 0
         self._debug = log.isEnabledFor(logging.DEBUG)
         self.push: Callable[[RawMessage], None] = self._make_push(Parser())
         self.error: Exception | None = None
@@ -373,14 +369,12 @@ class Feed:
         counts = self.stats.stream(label)
         counts.read += 1
         counts.bad += 1
-        self._bad_logged += 1
-        level = logging.WARNING if self._bad_logged <= MAX_LOGGED_BAD else logging.DEBUG
-        log.log(
-            level, "bad message on %s (conn %s): %s: %.120r",
+        # At debug level, as DESIGN.md asks: a feed may carry many, and the
+        # summary and the live view count them per stream.
+        log.debug(
+            "bad message on %s (conn %s): %s: %.120r",
             counts.label, event.conn, event.reason, event.text,
         )  # fmt: skip
-        if self._bad_logged == MAX_LOGGED_BAD:
-            log.warning("further bad messages are logged at debug level only")
         return counts
 
     def _connection(self, event: Connected | Disconnected) -> None:
