@@ -9,15 +9,14 @@ replay is checked against a live run.
 from __future__ import annotations
 
 import io
-import os
 import re
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
 import polars as pl
 
+from sinks._atomic import atomic_file
 from sinks.schemas import SCHEMAS
 
 __all__ = ["dump_frames", "parquet_bytes", "write_atomic"]
@@ -75,33 +74,8 @@ def parquet_bytes(frame: pl.DataFrame) -> bytes:
 
 def write_atomic(data: bytes, path: Path) -> None:
     """Write `data` to `path` whole or not at all, and durably (temporary file, fsync, rename)."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    # O_EXCL: never write through someone else's file; mode 0o666 honours the umask.
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    # The rename is durable only once the directory entry is on disk (POSIX).
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open a directory; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with atomic_file(path) as file:
+        file.write(data)
 
 
 def _name(kind: str, value: str) -> str:

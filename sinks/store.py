@@ -67,7 +67,6 @@ import datetime as dt
 import fcntl
 import os
 import re
-import secrets
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from os import PathLike
@@ -77,6 +76,7 @@ from typing import Final, NamedTuple, TypeAlias, cast
 import polars as pl
 
 from pipeline.errors import UsageError
+from sinks._atomic import atomic_file, fsync_directory
 from sinks.schemas import SCHEMAS
 
 __all__ = ["DEFAULT_BATCH_INTERVAL", "DEFAULT_BATCH_ROWS", "DEFAULT_COMPACT_PARTS", "ParquetStore"]
@@ -651,7 +651,7 @@ def _remove(paths: list[Path], directory: Path) -> None:
     for path in paths:
         path.unlink(missing_ok=True)
     if paths:
-        _fsync_directory(directory)
+        fsync_directory(directory)
 
 
 def _write_atomic(rows: pl.DataFrame | pl.LazyFrame, path: Path) -> None:
@@ -659,25 +659,11 @@ def _write_atomic(rows: pl.DataFrame | pl.LazyFrame, path: Path) -> None:
 
     A lazy frame is streamed to the file rather than collected first.
     """
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            if isinstance(rows, pl.LazyFrame):
-                rows.sink_parquet(
-                    file, compression="zstd", statistics=True, row_group_size=_ROW_GROUP
-                )
-            else:
-                rows.write_parquet(
-                    file, compression="zstd", statistics=True, row_group_size=_ROW_GROUP
-                )
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
+    with atomic_file(path) as file:
+        if isinstance(rows, pl.LazyFrame):
+            rows.sink_parquet(file, compression="zstd", statistics=True, row_group_size=_ROW_GROUP)
+        else:
+            rows.write_parquet(file, compression="zstd", statistics=True, row_group_size=_ROW_GROUP)
 
 
 def _make_dirs(directory: Path) -> None:
@@ -690,13 +676,4 @@ def _make_dirs(directory: Path) -> None:
     for folder in reversed(missing):
         with contextlib.suppress(FileExistsError):
             folder.mkdir()
-        _fsync_directory(folder.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    # A rename or a new entry is durable only once its directory is on disk (POSIX).
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_directory(folder.parent)
