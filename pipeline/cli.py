@@ -92,15 +92,7 @@ def _configure_replay(parser: argparse.ArgumentParser) -> None:
         help="keep the recorded pace, FACTOR times as fast (default: as fast as possible)",
     )
     _add_dump(parser)
-    parser.add_argument(
-        "--buffer-size",
-        action="append",
-        default=[],
-        metavar="BUFFER=N",
-        help="rows a buffer keeps, e.g. klines_1m=120 (buffers: "
-        + ", ".join(f"{k} {v}" for k, v in DEFAULT_CAPACITY.items())
-        + ")",
-    )
+    _add_buffer_size(parser)
 
 
 def _add_dump(parser: argparse.ArgumentParser) -> None:
@@ -112,14 +104,24 @@ def _add_dump(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _speed(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive factor (1 = recorded pace)")
-    return value
+def _positive(what: str, must: str) -> Callable[[str], float]:
+    """An argparse type: a positive finite number, or an error naming `what` it should be."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not 0 < value < float("inf"):
+            raise argparse.ArgumentTypeError(f"{text!r} must be {must}")
+        return value
+
+    return parse
+
+
+_speed = _positive("a number", "a positive factor (1 = recorded pace)")
+_duration = _positive("a number of seconds", "a positive number of seconds")
+_megabyte_count = _positive("a number of megabytes", "a positive number of megabytes")
 
 
 def _run_replay(args: argparse.Namespace) -> int:
@@ -252,13 +254,10 @@ def _add_persistence(parser: argparse.ArgumentParser) -> None:
 
 
 def _megabytes(text: str) -> int:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of megabytes") from None
-    if not 0 < value < float("inf") or int(value * 1_000_000) < 1:
+    size = int(_megabyte_count(text) * 1_000_000)
+    if size < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of megabytes")
-    return int(value * 1_000_000)
+    return size
 
 
 def _open_sinks(args: argparse.Namespace) -> tuple[CaptureWriter | None, ParquetStore | None]:
@@ -300,18 +299,10 @@ def _add_buffer_size(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="BUFFER=N",
-        help="rows a buffer keeps, e.g. klines_1m=120",
+        help="rows a buffer keeps, e.g. klines_1m=120 (buffers: "
+        + ", ".join(f"{k} {v}" for k, v in DEFAULT_CAPACITY.items())
+        + ")",
     )
-
-
-def _duration(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
-    return value
 
 
 def _run_run(args: argparse.Namespace) -> int:

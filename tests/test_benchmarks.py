@@ -29,43 +29,30 @@ MEM_MESSAGES = 4_000
 MEM_SAMPLE_AT = 1_000
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
-    """The benchmark's printed report and its `--json` results."""
-    tmp = tmp_path_factory.mktemp("bench")
-    out = tmp / "results.json"
+def run_benchmark(script: Path, args: list[str], out: Path, timeout: float) -> tuple[str, Any]:
+    """Run `script args --json out` as a user would; its printed report and its results."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     done = subprocess.run(
-        [
-            sys.executable,
-            str(BENCHMARK),
-            "--messages",
-            str(MESSAGES),
-            "--rounds",
-            str(ROUNDS),
-            "--original-messages",
-            str(ORIGINAL),
-            "--mem-messages",
-            str(MEM_MESSAGES),
-            "--mem-sample-at",
-            str(MEM_SAMPLE_AT),
-            "--repeats",
-            "5",
-            "--workdir",
-            str(tmp),
-            "--json",
-            str(out),
-        ],
+        [sys.executable, str(script), *args, "--json", str(out)],
         capture_output=True,
         cwd=ROOT,
         env=env,
         check=False,
-        timeout=55,
+        timeout=timeout,
     )
     assert done.returncode == 0, done.stderr.decode()[-3000:]
-    results: dict[str, Any] = orjson.loads(out.read_bytes())
-    return done.stdout.decode(), results
+    return done.stdout.decode(), orjson.loads(out.read_bytes())
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
+    """The benchmark's printed report and its `--json` results."""
+    tmp = tmp_path_factory.mktemp("bench")
+    args = ["--messages", str(MESSAGES), "--rounds", str(ROUNDS)]
+    args += ["--original-messages", str(ORIGINAL), "--mem-messages", str(MEM_MESSAGES)]
+    args += ["--mem-sample-at", str(MEM_SAMPLE_AT), "--repeats", "5", "--workdir", str(tmp)]
+    return run_benchmark(BENCHMARK, args, tmp / "results.json", timeout=55)
 
 
 def test_report_names_every_measurement(run: tuple[str, dict[str, Any]]) -> None:
@@ -185,31 +172,8 @@ LIVE_SYMBOLS = 10
 def live_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
     """`live_loopback.py --quick` (fewer symbols): its printed report and `--json` results."""
     out = tmp_path_factory.mktemp("live") / "results.json"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(LIVE_BENCHMARK),
-            "--quick",
-            "--symbols",
-            str(LIVE_SYMBOLS),
-            "--seconds",
-            "0.5",
-            "--hbar-seconds",
-            "1",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        cwd=ROOT,
-        env=env,
-        check=False,
-        timeout=110,
-    )
-    assert done.returncode == 0, done.stderr.decode()[-3000:]
-    results: dict[str, Any] = orjson.loads(out.read_bytes())
-    return done.stdout.decode(), results
+    args = ["--quick", "--symbols", str(LIVE_SYMBOLS), "--seconds", "0.5", "--hbar-seconds", "1"]
+    return run_benchmark(LIVE_BENCHMARK, args, out, timeout=110)
 
 
 # Four fake exchanges start (imports and all) and 100-odd sockets open: on a busy
