@@ -42,7 +42,6 @@ import argparse
 import asyncio
 import gc
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -53,13 +52,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
+from _bench import ROOT, environment, positive_float, positive_int, project_importable
 
 if TYPE_CHECKING:
     from operators.events import RawMessage
 
 __all__ = ["FLOOR", "Options", "main", "run"]
 
-_ROOT: Final = Path(__file__).resolve().parent.parent
 
 FLOOR: Final = (
     "a subscriber of WsSource.messages that runs orjson.loads(raw.data) on each text frame "
@@ -78,12 +77,6 @@ NATURAL_FRAMES_PER_SYMBOL: Final = 10.5
 CONTENDERS: Final = ("floor", "pipeline")
 KINDS: Final = ("depth20", "ticker", "kline", "other")
 _READY: Final = re.compile(r"WebSocket (ws://\S+)")
-
-
-def _project_importable() -> None:
-    """Let a plain checkout run `python benchmarks/live_loopback.py` without installing."""
-    if str(_ROOT) not in sys.path:
-        sys.path.insert(1, str(_ROOT))
 
 
 @dataclass(frozen=True)
@@ -135,9 +128,9 @@ class Server:
         for symbol in symbols:
             args += ["--symbol", symbol]
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         self.process = subprocess.Popen(
-            args, cwd=_ROOT, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            args, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
         )
         self.ws_url = ""
         self._last_words: str | None = None
@@ -367,17 +360,10 @@ def summarise(rounds: list[Samples], scenario: Scenario) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- the run
-def environment() -> dict[str, Any]:
+def _environment() -> dict[str, Any]:
     import aiohttp
 
-    return {
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "aiohttp": aiohttp.__version__,
-        "orjson": orjson.__version__,
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-    }
+    return environment(aiohttp=aiohttp.__version__, orjson=orjson.__version__)
 
 
 async def _run(options: Options, progress: Callable[[str], None]) -> dict[str, Any]:
@@ -431,11 +417,11 @@ async def _run(options: Options, progress: Callable[[str], None]) -> dict[str, A
 
 def run(options: Options, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Measure every scenario; the results as plain data (see `render`)."""
-    _project_importable()
+    project_importable()
     started = time.perf_counter()
     results: dict[str, Any] = {
         "options": {k: getattr(options, k) for k in Options.__dataclass_fields__},
-        "environment": environment(),
+        "environment": _environment(),
         "floor": FLOOR,
         "pipeline": PIPELINE,
         "target_p99_us": TARGET_P99_US,
@@ -517,20 +503,6 @@ def _ratio(x: float | None) -> str:
     return f"{x:.2f}x" if x is not None else "?"
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text!r}")
-    return value
-
-
 QUICK: Final = Options(rounds=1, seconds=0.75, hbar_seconds=1.5, warmup=0.25, symbols=20)
 
 
@@ -542,24 +514,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="a ~15 s smoke run (one short round each, 20 symbols)"
     )
-    parser.add_argument("--rounds", type=_positive_int, help="rounds per contender (default 2)")
+    parser.add_argument("--rounds", type=positive_int, help="rounds per contender (default 2)")
     parser.add_argument(
-        "--seconds", type=_positive_float, help="measured seconds per round (default 4)"
+        "--seconds", type=positive_float, help="measured seconds per round (default 4)"
     )
     parser.add_argument(
         "--hbar-seconds",
-        type=_positive_float,
+        type=positive_float,
         help="measured seconds per round, HBAR at natural pace (default 10)",
     )
     parser.add_argument(
         "--warmup", type=float, help="seconds after the first frame before measuring (default 1)"
     )
     parser.add_argument(
-        "--symbols", type=_positive_int, help="symbols of the many-symbol scenarios (default 100)"
+        "--symbols", type=positive_int, help="symbols of the many-symbol scenarios (default 100)"
     )
     parser.add_argument(
         "--fast-speed",
-        type=_positive_float,
+        type=positive_float,
         help="market clock speed x symbols of the flat-out scenarios (default 2000)",
     )
     parser.add_argument("--seed", type=int, default=0)

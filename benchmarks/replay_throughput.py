@@ -34,7 +34,6 @@ import itertools
 import logging
 import math
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -49,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import orjson
 import pandas as pd
 import polars as pl
+from _bench import ROOT, environment, positive_int, project_importable
 from make_capture import FAULTS, make_capture
 from original_datamanager import SIZES, OriginalDataManager
 
@@ -59,7 +59,6 @@ if TYPE_CHECKING:
 __all__ = ["FLOOR", "Options", "main", "run"]
 
 _HERE: Final = Path(__file__).resolve().parent
-_ROOT: Final = _HERE.parent
 
 FLOOR: Final = (
     "for each line of the capture file (opened in binary mode with the pipeline reader's "
@@ -78,12 +77,6 @@ TARGET_VS_ORIGINAL: Final = 150.0
 MEMORY_LIMIT_MB: Final = 10.0
 
 _T = TypeVar("_T")
-
-
-def _project_importable() -> None:
-    """Let a plain checkout run `python benchmarks/replay_throughput.py` without installing."""
-    if str(_ROOT) not in sys.path:
-        sys.path.insert(1, str(_ROOT))
 
 
 @dataclass(frozen=True)
@@ -365,7 +358,7 @@ def materialisation(path: Path, repeats: int) -> dict[str, dict[str, Any]]:
 def memory_check(messages: int, sample_at: int, seed: int) -> dict[str, Any]:
     """Run `memory_check.py` in a fresh interpreter (earlier rounds must not pollute its RSS)."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     command = [
         sys.executable,
         str(_HERE / "memory_check.py"),
@@ -391,26 +384,18 @@ def peak_rss_mb() -> float:
 
 
 # ---------------------------------------------------------------- the run
-def _environment() -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "polars": pl.__version__,
-        "pandas": pd.__version__,
-        "orjson": orjson.__version__,
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-    }
 
 
 def run(options: Options, progress: Callable[[str], None] = print) -> dict[str, Any]:
     """Every measurement of the module doc; returns the results (the `--json` document)."""
-    _project_importable()
+    project_importable()
     # A capture with faults logs a few bad-message warnings; they are counted in the stats.
     logging.getLogger("pipeline").setLevel(logging.ERROR)
     started = time.perf_counter()
     phases: dict[str, float] = {}
-    results: dict[str, Any] = {"environment": _environment(), "floor": FLOOR, "phases_s": phases}
+    versions = {"polars": pl.__version__, "pandas": pd.__version__, "orjson": orjson.__version__}
+    results: dict[str, Any] = {"environment": environment(**versions), "floor": FLOOR}
+    results["phases_s"] = phases
 
     def phase(name: str, text: str) -> None:
         phases[name] = time.perf_counter() - started
@@ -632,13 +617,6 @@ def _not_plain_jsonl(path: Path) -> str:
     return ""
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
-    return value
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Replay throughput: the pipeline against an orjson-only floor and the "
@@ -646,19 +624,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--messages",
-        type=_positive,
+        type=positive_int,
         default=Options.messages,
         help="messages in the generated capture (default %(default)s)",
     )
     parser.add_argument(
         "--rounds",
-        type=_positive,
+        type=positive_int,
         default=Options.rounds,
         help="interleaved rounds; medians are reported (default %(default)s)",
     )
     parser.add_argument(
         "--original-messages",
-        type=_positive,
+        type=positive_int,
         default=Options.original_messages,
         help="prefix the original design runs over (default %(default)s)",
     )
@@ -670,13 +648,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--mem-sample-at",
-        type=_positive,
+        type=positive_int,
         default=Options.mem_sample_at,
         help="the memory check's first RSS sample (default %(default)s)",
     )
     parser.add_argument(
         "--repeats",
-        type=_positive,
+        type=positive_int,
         default=Options.repeats,
         help="materialisations timed per frame (default %(default)s)",
     )
