@@ -7,9 +7,9 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
-import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
+from test_local_book import book_frame
 
 from operators import BookResync
 from operators.events import BookSnapshot, DepthDiff, Disconnected, RawMessage
@@ -17,7 +17,6 @@ from pipeline.book_snapshots import SnapshotFetcher, answer_resyncs
 from pipeline.errors import ExchangeUnavailableError
 from pipeline.feed import Feed
 from pipeline.local_book import LocalBooks, SymbolBook
-from sinks.schemas import BOOK
 
 A, B = "AAAUSDT", "BBBUSDT"
 Side = dict[str, str]
@@ -34,21 +33,6 @@ def diff(
 def snap(symbol: str, last: int, b: Side, a: Side, t: int = 0) -> BookSnapshot:
     return BookSnapshot(
         symbol, last, [[p, q] for p, q in b.items()], [[p, q] for p, q in a.items()], t, "rest"
-    )
-
-
-def book_frame(update_id: int, b: Side, a: Side) -> pl.DataFrame:
-    bids = sorted(((float(p), float(q)) for p, q in b.items()), reverse=True)
-    asks = sorted((float(p), float(q)) for p, q in a.items())
-    rows = [("bid", p, q) for p, q in bids] + [("ask", p, q) for p, q in asks]
-    return pl.DataFrame(
-        {
-            "side": [r[0] for r in rows],
-            "price": [r[1] for r in rows],
-            "quantity": [r[2] for r in rows],
-            "update_id": [update_id] * len(rows),
-        },
-        schema=BOOK,
     )
 
 
@@ -75,7 +59,7 @@ def test_a_gap_resyncs_that_symbol_only_and_serves_its_old_book_meanwhile() -> N
     assert b.push(snap(B, 20, {"8.0": "1"}, {"9.0": "2"})) is True
     assert not stale(a)
     assert not books.wants_snapshot(A)
-    good_a = book_frame(11, {"1.0": "5"}, {"2.0": "3"})
+    good_a = book_frame({"1.0": "5"}, {"2.0": "3"}, 11)
     assert_frame_equal(a.frame.get(), good_a)
 
     # A loses updates 12..13: A alone goes stale and asks; its frame keeps the last good book.
@@ -85,13 +69,13 @@ def test_a_gap_resyncs_that_symbol_only_and_serves_its_old_book_meanwhile() -> N
     assert_frame_equal(a.frame.get(), good_a)
     assert b.push(diff(B, 22, 22, a={"9.0": "0"})) is True
     assert not stale(b)
-    assert_frame_equal(b.frame.get(), book_frame(22, {"8.0": "1"}, {}))
+    assert_frame_equal(b.frame.get(), book_frame({"8.0": "1"}, {}, 22))
 
     # The answer, then the diff after it: A is back, from the snapshot plus the buffered diff.
     a.push(snap(A, 14, {"1.0": "6", "0.5": "1"}, {"2.0": "3"}))
     assert not stale(a)
     assert a.syncs == 2
-    assert_frame_equal(a.frame.get(), book_frame(15, {"1.0": "7", "0.5": "1"}, {"2.0": "3"}))
+    assert_frame_equal(a.frame.get(), book_frame({"1.0": "7", "0.5": "1"}, {"2.0": "3"}, 15))
     assert dict(a.resyncs) == {"start": 1, "gap": 1}
     assert dict(b.resyncs) == {"start": 1}
     assert "book AAAUSDT: in sync at update 15, 3 levels; 2 diffs" in books.render()
@@ -159,7 +143,7 @@ def test_in_a_feed_only_symbols_with_diffs_count_as_used() -> None:
     kept = books.drop_unused(feed.snapshot())
     assert "book" in kept[A]
     assert "book" not in kept[B]
-    assert_frame_equal(kept[A]["book"], book_frame(4, {"1.0": "3"}, {"2.0": "1"}))
+    assert_frame_equal(kept[A]["book"], book_frame({"1.0": "3"}, {"2.0": "1"}, 4))
     assert feed.stats.streams[f"{A} depth (rest)"].kept == 1
     assert feed.stats.streams[f"{A} depth"].unchanged == 1
 
