@@ -8,12 +8,12 @@ level for level with the market's true book at the run's last applied `u`.
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import cast
 
 import polars as pl
 import pytest
+from live_helpers import DEFAULT_WS_OPTIONS, live_run, market_clock_ns, run_against
 from polars.testing import assert_frame_equal
 
 from operators import BookResync
@@ -65,7 +65,7 @@ def market() -> SyntheticMarket:
     return SyntheticMarket([SYMBOL], clock=Clock(speed=SPEED), book_levels=LEVELS)
 
 
-async def run_against(
+async def run_book(
     exchange: FakeExchange,
     m: SyntheticMarket,
     seconds: float,
@@ -73,23 +73,11 @@ async def run_against(
     capture: CaptureWriter | None = None,
     ws_options: dict[str, object] | None = None,
 ) -> LiveRun:
-    rest_url, ws_url = await exchange.start()
-    live = LiveRun(
-        [SYMBOL],
-        rest_url=rest_url,
-        ws_url=ws_url,
-        deadline=time.monotonic() + seconds,
-        clock_ns=lambda: m.clock.now_ms() * 1_000_000,
-        ws_options=ws_options or {"backoff_base": 0.2},
-        capture=capture,
-        config=SMALL,
-        book=True,
+    """`seconds` of a run keeping the local book, against `exchange` (started and stopped)."""
+    options = ws_options or DEFAULT_WS_OPTIONS
+    return await run_against(
+        exchange, m, seconds, ws_options=options, capture=capture, config=SMALL, book=True
     )
-    try:
-        await live.run()
-    finally:
-        await exchange.stop()
-    return live
 
 
 def the_book(live: LiveRun) -> SymbolBook:
@@ -113,7 +101,7 @@ async def test_the_live_book_is_the_markets_book_and_replays_the_same(tmp_path: 
     m = market()
     exchange = FakeExchange(m)
     path = tmp_path / "run.jsonl"
-    live = await run_against(exchange, m, 3.0, capture=CaptureWriter(path))
+    live = await run_book(exchange, m, 3.0, capture=CaptureWriter(path))
     book = the_book(live)
     # One snapshot, asked for by the first diff (after the socket opened), and used.
     assert dict(book.resyncs) == {"start": 1}
@@ -138,17 +126,7 @@ async def test_a_dropped_socket_resyncs_the_book_from_a_new_snapshot() -> None:
     m = market()
     # About 100 frames a second on the socket: the first one drops after 2 s.
     exchange = FakeExchange(m, faults=Faults(drop_after_frames=200, faulty_connections=1))
-    rest_url, ws_url = await exchange.start()
-    live = LiveRun(
-        [SYMBOL],
-        rest_url=rest_url,
-        ws_url=ws_url,
-        deadline=time.monotonic() + 4.5,
-        clock_ns=lambda: m.clock.now_ms() * 1_000_000,
-        config=SMALL,
-        ws_options={"backoff_base": 0.2},
-        book=True,
-    )
+    live = live_run(await exchange.start(), m, 4.5, config=SMALL, book=True)
     # The book's update id when the reconnect made it ask again: the last one before the drop.
     asked_at: dict[str, int] = {}
     assert live.books is not None
@@ -184,9 +162,7 @@ async def test_a_flapping_stream_does_not_hammer_rest() -> None:
     m = market()
     # Every socket drops after a few frames: a reconnect, and a book resync, each time.
     exchange = FakeExchange(m, faults=Faults(drop_after_frames=40))
-    live = await run_against(
-        exchange, m, 4.0, ws_options={"backoff_base": 0.05, "backoff_cap": 0.2}
-    )
+    live = await run_book(exchange, m, 4.0, ws_options={"backoff_base": 0.05, "backoff_cap": 0.2})
     assert live.ws is not None
     assert live.ws.stats.reconnects >= 3
     book = the_book(live)
@@ -227,9 +203,7 @@ async def test_the_data_manager_serves_the_book_when_asked() -> None:
     m = market()
     exchange = FakeExchange(m)
     rest_url, ws_url = await exchange.start()
-    dm = DataManager(
-        rest_url=rest_url, ws_url=ws_url, clock_ns=lambda: m.clock.now_ms() * 1_000_000
-    )
+    dm = DataManager(rest_url=rest_url, ws_url=ws_url, clock_ns=market_clock_ns(m))
     try:
         assert dm.get_buffer("book").schema == BOOK
         assert dm.get_buffer("book").is_empty()

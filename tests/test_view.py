@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from live_helpers import live_run
 
 import pipeline.view._terminal as view_module
 from operators.events import BookSnapshot
@@ -303,14 +304,7 @@ async def test_a_failing_view_logs_once_and_switches_off(
 async def test_collect_follows_a_live_run_against_the_fake_exchange() -> None:
     market = SyntheticMarket([SYMBOL], clock=Clock(speed=30.0))
     exchange = FakeExchange(market)
-    rest_url, ws_url = await exchange.start()
-    live = LiveRun(
-        [SYMBOL],
-        rest_url=rest_url,
-        ws_url=ws_url,
-        deadline=time.monotonic() + 3.5,
-        clock_ns=lambda: market.clock.now_ms() * 1_000_000,
-    )
+    live = live_run(await exchange.start(), market, 3.5)
     lines_out = io.StringIO()
     status = LiveView(live, "lines", stream=lines_out, interval=0.5, sample=0.05)
     sampler = Sampler(time.monotonic())
